@@ -1,0 +1,1 @@
+"""The decoding engine and its policies."""

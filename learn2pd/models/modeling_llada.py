@@ -1,0 +1,159 @@
+"""The LLaDA architecture as a transformers PreTrainedModel.
+
+Parameter names match the published checkpoints (`model.transformer.blocks.{i}.q_proj.weight`, ...), so
+`LLaDAModelLM.from_pretrained(<folder of GSAI-ML/LLaDA-8B-Instruct>)` loads the real weights without
+remote code. Attention is bidirectional (a mask predictor, not a causal LM).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.modeling_outputs import MaskedLMOutput
+
+from learn2pd.models.configuration_llada import LLaDAConfig
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Normalise in float32 whatever the model dtype, as the reference does.
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
+
+
+class RotaryEmbedding(nn.Module):
+    """RoPE with the half-split rotation (`rotate_half`), applied in float32."""
+
+    def __init__(self, head_dim: int, theta: float):
+        super().__init__()
+        inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float) / head_dim))
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor):
+        freqs = torch.outer(positions.float(), self.inv_freq.float())
+        emb = torch.cat((freqs, freqs), dim=-1)
+        cos, sin = emb.cos()[None, None], emb.sin()[None, None]
+        return _rotate(q.float(), cos, sin).type_as(q), _rotate(k.float(), cos, sin).type_as(k)
+
+
+def _rotate(t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    t1, t2 = t.chunk(2, dim=-1)
+    return t * cos + torch.cat((-t2, t1), dim=-1) * sin
+
+
+class LLaDABlock(nn.Module):
+    """Pre-norm block: bidirectional attention, then a SwiGLU MLP (LLaDA's "llama" block)."""
+
+    def __init__(self, config: LLaDAConfig):
+        super().__init__()
+        d, bias = config.d_model, config.include_bias
+        self.n_heads, self.n_kv_heads = config.n_heads, config.n_kv_heads
+        self.head_dim = d // config.n_heads
+        kv_dim = self.n_kv_heads * self.head_dim
+        qkv_bias = bias or config.include_qkv_bias
+        self.attn_norm = RMSNorm(d, config.rms_norm_eps)
+        self.ff_norm = RMSNorm(d, config.rms_norm_eps)
+        self.q_proj = nn.Linear(d, d, bias=qkv_bias)
+        self.k_proj = nn.Linear(d, kv_dim, bias=qkv_bias)
+        self.v_proj = nn.Linear(d, kv_dim, bias=qkv_bias)
+        self.attn_out = nn.Linear(d, d, bias=bias)
+        self.ff_proj = nn.Linear(d, config.mlp_hidden_size, bias=bias)
+        self.up_proj = nn.Linear(d, config.mlp_hidden_size, bias=bias)
+        self.ff_out = nn.Linear(config.mlp_hidden_size, d, bias=bias)
+
+    def forward(self, x, rotary: RotaryEmbedding, positions, attn_mask):
+        B, T, _ = x.shape
+        h = self.attn_norm(x)
+        q = self.q_proj(h).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(h).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(h).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = rotary(q, k, positions)
+        if self.n_kv_heads != self.n_heads:
+            rep = self.n_heads // self.n_kv_heads
+            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+        att = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=False)
+        x = x + self.attn_out(att.transpose(1, 2).reshape(B, T, -1))
+        h = self.ff_norm(x)
+        return x + self.ff_out(F.silu(self.ff_proj(h)) * self.up_proj(h))
+
+
+class LLaDAModel(nn.Module):
+    def __init__(self, config: LLaDAConfig):
+        super().__init__()
+        self.config = config
+        blocks = nn.ModuleList(LLaDABlock(config) for _ in range(config.n_layers))
+        modules = {
+            "wte": nn.Embedding(config.embedding_size, config.d_model),
+            "blocks": blocks,
+            "ln_f": RMSNorm(config.d_model, config.rms_norm_eps),
+        }
+        if not config.weight_tying:
+            modules["ff_out"] = nn.Linear(config.d_model, config.embedding_size, bias=config.include_bias)
+        self.transformer = nn.ModuleDict(modules)
+        self.rotary = RotaryEmbedding(config.d_model // config.n_heads, config.rope_theta)
+
+    def forward(self, input_ids, attention_mask=None, positions=None):
+        B, T = input_ids.shape
+        x = self.transformer.wte(input_ids)
+        if positions is None:
+            positions = torch.arange(T, device=input_ids.device)
+        attn_mask = None
+        if attention_mask is not None and not bool(attention_mask.all()):
+            # [B, 1, 1, T] boolean key mask: padded keys are invisible to every query.
+            attn_mask = attention_mask.bool()[:, None, None, :]
+        for block in self.transformer.blocks:
+            x = block(x, self.rotary, positions, attn_mask)
+        x = self.transformer.ln_f(x)
+        if self.config.weight_tying:
+            return F.linear(x, self.transformer.wte.weight)
+        return self.transformer.ff_out(x)
+
+
+class LLaDAPreTrainedModel(PreTrainedModel):
+    config_class = LLaDAConfig
+    base_model_prefix = "model"
+    _no_split_modules = ["LLaDABlock"]
+    _supports_sdpa = True
+
+    def _init_weights(self, module):
+        std = self.config.init_std
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=std)
+        elif isinstance(module, RMSNorm):
+            nn.init.ones_(module.weight)
+
+
+class LLaDAModelLM(LLaDAPreTrainedModel):
+    """LLaDA mask predictor: `logits[b, i]` is the distribution of the token at position i."""
+
+    def __init__(self, config: LLaDAConfig):
+        super().__init__(config)
+        self.model = LLaDAModel(config)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.model.transformer.wte
+
+    def forward(self, input_ids, attention_mask=None, positions=None, labels=None, **kwargs) -> MaskedLMOutput:
+        logits = self.model(input_ids, attention_mask=attention_mask, positions=positions)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
+        return MaskedLMOutput(loss=loss, logits=logits)
+
+    def num_parameters_millions(self) -> float:
+        return sum(p.numel() for p in self.parameters()) / 1e6
+

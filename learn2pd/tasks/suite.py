@@ -1,0 +1,115 @@
+"""The built-in synthetic task suite: verifiable problems whose answers have variable length.
+
+Three families, each a pure function of a seeded RNG:
+- `arith`: a chain of single-digit operations mod 10 with worked steps, one per line. Each line needs
+  the previous line's result, so committing many lines in parallel is costly (a dLLM guesses).
+- `sort`: sort a list of digits.
+- `rev`: reverse a string of letters.
+Held-out problems come from a separate seed and are excluded from the training stream.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from functools import lru_cache
+
+FAMILIES = ("arith", "sort", "rev")
+TRAIN_SEED = 0
+HELDOUT_SEED = 1_000_003
+HELDOUT_POOL = 2000  # per family: the first problems of the held-out stream, never trained on
+
+
+@dataclass(frozen=True)
+class Problem:
+    family: str
+    prompt: str  # the question, without chat markup
+    answer: str  # the full expected answer text (worked steps included)
+
+    @property
+    def target(self) -> str:
+        """The part of the answer that is checked."""
+        return final_answer(self.family, self.answer)
+
+
+def final_answer(family: str, text: str) -> str:
+    text = text.strip()
+    if family == "arith":
+        return text.rsplit("#", 1)[-1].strip() if "#" in text else ""
+    return text
+
+
+def is_correct(problem: Problem, output: str) -> bool:
+    got = final_answer(problem.family, output)
+    return got != "" and got == problem.target
+
+
+def _arith(rng: random.Random) -> Problem:
+    n_ops = rng.randint(2, 6)
+    value = rng.randint(0, 9)
+    prompt, lines = f"arith {value}", []
+    for _ in range(n_ops):
+        op, operand = rng.choice("+-"), rng.randint(0, 9)
+        new = (value + operand) % 10 if op == "+" else (value - operand) % 10
+        prompt += f"{op}{operand}"
+        lines.append(f"{value}{op}{operand}={new}")
+        value = new
+    return Problem("arith", prompt, "\n".join(lines) + f"\n#{value}")
+
+
+def _sort(rng: random.Random) -> Problem:
+    digits = [rng.randint(0, 9) for _ in range(rng.randint(3, 10))]
+    return Problem("sort", "sort " + " ".join(map(str, digits)), " ".join(map(str, sorted(digits))))
+
+
+def _rev(rng: random.Random) -> Problem:
+    word = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(3, 12)))
+    return Problem("rev", "rev " + word, word[::-1])
+
+
+GENERATORS = {"arith": _arith, "sort": _sort, "rev": _rev}
+
+
+def _check_families(families) -> tuple[str, ...]:
+    families = tuple(families)
+    unknown = [f for f in families if f not in GENERATORS]
+    if unknown or not families:
+        raise ValueError(f"unknown task family {unknown or families}: choose from {', '.join(FAMILIES)}")
+    return families
+
+
+def _stream(family: str, seed: int):
+    rng = random.Random(f"{family}:{seed}")
+    while True:
+        yield GENERATORS[family](rng)
+
+
+@lru_cache(maxsize=None)
+def _heldout_pool(family: str) -> tuple[Problem, ...]:
+    stream = _stream(family, HELDOUT_SEED)
+    return tuple(next(stream) for _ in range(HELDOUT_POOL))
+
+
+@lru_cache(maxsize=None)
+def _heldout_prompts(family: str) -> frozenset[str]:
+    return frozenset(p.prompt for p in _heldout_pool(family))
+
+
+def heldout_problems(families=FAMILIES, n: int = 500) -> list[Problem]:
+    """`n` held-out problems, families interleaved (arith, sort, rev, arith, ...), deterministic."""
+    families = _check_families(families)
+    if n > HELDOUT_POOL * len(families):
+        raise ValueError(f"at most {HELDOUT_POOL * len(families)} held-out problems for {families}, asked {n}")
+    return [_heldout_pool(families[i % len(families)])[i // len(families)] for i in range(n)]
+
+
+def train_problems(families=FAMILIES, seed: int = TRAIN_SEED):
+    """An endless, seeded stream of training problems (families in turn), never a held-out one."""
+    families = _check_families(families)
+    streams = [_stream(f, seed) for f in families]
+    while True:
+        for fam, stream in zip(families, streams):
+            problem = next(stream)
+            while problem.prompt in _heldout_prompts(fam):
+                problem = next(stream)
+            yield problem

@@ -1,0 +1,1 @@
+"""Lightning trainers: the tiny-dLLM pretrainer (and, later, the filter trainer)."""

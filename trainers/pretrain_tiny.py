@@ -1,0 +1,149 @@
+"""Train the embedded tiny LLaDA on the synthetic task suite with the masked-diffusion objective.
+
+    python -m trainers.pretrain_tiny --config configs/pretrain/tiny.yaml [--max-steps N] [--out DIR]
+
+Objective (LLaDA SFT): draw t ~ U(eps, 1) per sequence, mask each answer position (EOS padding
+included) with probability t, and minimise the cross-entropy on masked positions weighted by 1/t,
+normalised by the answer length. Prompts are never masked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import random
+import shutil
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+import yaml
+from torch.utils.data import DataLoader, IterableDataset
+
+from learn2pd.models.configuration_llada import LLaDAConfig
+from learn2pd.models.modeling_llada import LLaDAModelLM
+from learn2pd.models.tokenizer import build_char_tokenizer
+from learn2pd.tasks.prompting import format_prompt, left_pad
+from learn2pd.tasks.suite import FAMILIES, heldout_problems, is_correct, train_problems
+
+
+class TaskBatches(IterableDataset):
+    """Endless batches of (ids, attention_mask, prompt_len) with the answer padded to gen_length."""
+
+    def __init__(self, tokenizer, gen_lengths: dict, batch_size: int, families, seed: int):
+        self.tok, self.batch_size = tokenizer, batch_size
+        # {gen_length: weight}: most batches use a short generation region (cheap), the rest the full
+        # evaluation length so the model learns to fill long EOS padding.
+        self.lengths, self.weights = list(gen_lengths), list(gen_lengths.values())
+        self.families, self.seed = tuple(families), seed
+
+    def __iter__(self):
+        stream = train_problems(self.families, self.seed)
+        rng = random.Random(self.seed)
+        eos = self.tok.eos_token_id
+        while True:
+            gen_length = rng.choices(self.lengths, self.weights)[0]
+            problems = list(itertools.islice(stream, self.batch_size))
+            prompts = [format_prompt(self.tok, p.prompt) for p in problems]
+            ids, mask = left_pad(prompts, eos)
+            answers = torch.full((len(problems), gen_length), eos, dtype=torch.long)
+            for i, p in enumerate(problems):
+                a = self.tok(p.answer, add_special_tokens=False).input_ids[:gen_length]
+                answers[i, : len(a)] = torch.tensor(a)
+            yield torch.cat([ids, answers], 1), torch.cat([mask, torch.ones_like(answers)], 1), ids.shape[1]
+
+
+class PeriodicExport(L.Callback):
+    """Export the model every `every` steps, so a long run always leaves a usable checkpoint."""
+
+    def __init__(self, tokenizer, out: Path, every: int):
+        self.tok, self.out, self.every = tokenizer, out, every
+
+    def on_train_batch_end(self, trainer, module, *_):
+        if trainer.global_step % self.every == 0:
+            export(module, self.tok, self.out)
+
+
+class MaskedDiffusionModule(L.LightningModule):
+    def __init__(self, model_config: dict, lr: float, warmup_steps: int, max_steps: int, mask_id: int):
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = LLaDAModelLM(LLaDAConfig(**model_config))
+
+    def training_step(self, batch, _):
+        ids, attn, prompt_len = batch
+        ids, attn, prompt_len = ids[0], attn[0], int(prompt_len)
+        B, T = ids.shape
+        # Stratified t over the batch: lower-variance estimate of the same objective.
+        t = (torch.rand(1, device=ids.device) + torch.arange(B, device=ids.device) / B) % 1.0
+        t = 1e-3 + (1 - 1e-3) * t
+        gen = torch.zeros_like(ids, dtype=torch.bool)
+        gen[:, prompt_len:] = True
+        masked = gen & (torch.rand(B, T, device=ids.device) < t[:, None])
+        noisy = torch.where(masked, torch.full_like(ids, self.hparams.mask_id), ids)
+        logits = self.model(noisy, attention_mask=attn).logits
+        ce = F.cross_entropy(logits.float().transpose(1, 2), ids, reduction="none")
+        loss = ((ce * masked) / t[:, None]).sum() / gen.sum()
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=0.01, betas=(0.9, 0.98))
+        warm, total = self.hparams.warmup_steps, self.hparams.max_steps
+
+        def schedule(step):
+            if step < warm:
+                return (step + 1) / warm
+            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+
+        return [opt], [{"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, schedule), "interval": "step"}]
+
+
+def export(module: MaskedDiffusionModule, tokenizer, out: Path) -> None:
+    """Write model + tokenizer to `out` atomically (temp folder, then rename)."""
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    module.model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    ap.add_argument("--config", default="configs/pretrain/tiny.yaml")
+    ap.add_argument("--max-steps", type=int)
+    ap.add_argument("--out")
+    ap.add_argument("--threads", type=int)
+    args = ap.parse_args(argv)
+    cfg = yaml.safe_load(Path(args.config).read_text())
+    if args.max_steps:
+        cfg["max_steps"] = args.max_steps
+    out = Path(args.out or cfg["out"])
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    L.seed_everything(cfg["seed"])
+    tok = build_char_tokenizer()
+    model_cfg = dict(cfg["model"], vocab_size=len(tok), embedding_size=len(tok), mask_token_id=tok.mask_token_id,
+                     eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id, eot_token_id=None)
+    module = MaskedDiffusionModule(model_cfg, cfg["lr"], cfg["warmup_steps"], cfg["max_steps"], tok.mask_token_id)
+    print(f"tiny LLaDA: {module.model.num_parameters_millions():.2f}M parameters")
+    data = DataLoader(TaskBatches(tok, cfg["gen_lengths"], cfg["batch_size"], cfg.get("families", FAMILIES), cfg["seed"]),
+                      batch_size=1)
+    trainer = L.Trainer(max_steps=cfg["max_steps"], accelerator="auto", devices=1, logger=L.pytorch.loggers.CSVLogger(
+        cfg.get("log_dir", "runs/pretrain")), enable_checkpointing=False, gradient_clip_val=1.0,
+        precision=cfg.get("precision", "32-true"), log_every_n_steps=20,
+        callbacks=[PeriodicExport(tok, out, cfg.get("export_every", 250))])
+    start = time.time()
+    trainer.fit(module, data)
+    print(f"trained {cfg['max_steps']} steps in {time.time() - start:.0f}s")
+    module.model.to("cpu").float()
+    export(module, tok, out)
+    print(f"saved {out}")
+
+
+if __name__ == "__main__":
+    main()
