@@ -1,0 +1,32 @@
+# One virtualenv, CPU torch from the pinned wheel; every target installs what it needs.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEMO_OUT ?= outputs/demo
+
+.PHONY: install test demo tiny-model lint clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+test: install
+	$(PY) -m pytest
+
+demo: install
+	$(VENV)/bin/learn2pd evaluate --tasks suite --num-samples 300 \
+	  --policies vanilla,threshold:tau=0.9,threshold:tau=0.7,threshold:tau=0.5,factor:factor=1.0 \
+	  --gen-length 128 --block-length 32 --output $(DEMO_OUT)/results.json
+
+tiny-model: install
+	$(PY) -m trainers.pretrain_tiny --config configs/pretrain/tiny.yaml
+
+lint: install
+	$(VENV)/bin/ruff check learn2pd trainers tests
+
+clean:
+	rm -rf $(VENV) outputs runs

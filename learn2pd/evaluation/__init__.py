@@ -1,0 +1,1 @@
+"""Benchmark runner, metrics (accuracy, NFE, TPF, tokens/s, AUP), reports and plots."""

@@ -1,0 +1,62 @@
+"""Reports of an evaluation: Markdown table, JSON file and accuracy-vs-TPF plot, written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+COLUMNS = [("policy", "policy", "{}"), ("accuracy", "acc %", "{:.1f}"), ("nfe_mean", "NFE", "{:.1f}"),
+           ("tpf", "TPF", "{:.2f}"), ("tokens_per_s", "tok/s", "{:.0f}"), ("latency_s_mean", "latency s", "{:.3f}"),
+           ("speedup_nfe", "speedup NFE", "{:.2f}x"), ("speedup_time", "speedup time", "{:.2f}x")]
+
+
+def markdown_table(results: list[dict]) -> str:
+    lines = ["| " + " | ".join(h for _, h, _ in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for r in results:
+        cells = [fmt.format(r[k]) if r.get(k) is not None else "-" for k, _, fmt in COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_atomic(path: str | Path, data: str | bytes) -> Path:
+    """Write to a temporary name beside `path`, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+    tmp.replace(path)
+    return path
+
+
+def write_json(path, payload: dict) -> Path:
+    return write_atomic(path, json.dumps(payload, indent=2) + "\n")
+
+
+def plot_pareto(results: list[dict], path) -> Path:
+    """Accuracy against tokens per forward, one curve per policy family (name before ':')."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    families: dict[str, list] = {}
+    for r in results:
+        families.setdefault(r["policy"].split(":")[0], []).append((r["tpf"], r["accuracy"], r["policy"]))
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for fam, pts in sorted(families.items()):
+        pts.sort()
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=fam)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("tokens per forward (TPF, log scale)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title("accuracy vs parallelism")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    return write_atomic(path, buf.getvalue())

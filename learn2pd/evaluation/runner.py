@@ -1,0 +1,81 @@
+"""Run several decoding policies on the same problems and measure each side by side."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from tqdm.auto import tqdm
+
+from learn2pd.decoding.engine import DecodeConfig, decode, decode_text
+from learn2pd.decoding.policies import make_policy
+from learn2pd.evaluation.metrics import percentile
+from learn2pd.tasks.prompting import format_prompt, left_pad
+from learn2pd.tasks.suite import is_correct
+
+
+def run_policy(model, tokenizer, spec, problems, policy_spec: str, config: DecodeConfig, batch_size: int = 64,
+               progress: bool = True) -> dict:
+    """Decode every problem with one policy; returns its metrics and per-problem records."""
+    policy = make_policy(policy_spec)
+    device = next(model.parameters()).device
+    encoded = [format_prompt(tokenizer, p.prompt) for p in problems]
+    # Sort by prompt length so batches carry little padding; results are put back in order.
+    order = sorted(range(len(problems)), key=lambda i: len(encoded[i]))
+    records: list[dict | None] = [None] * len(problems)
+    total_time, calls = 0.0, 0
+    bar = tqdm(total=len(problems), desc=f"{policy_spec:>24}", disable=not progress, unit="prob", leave=False)
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        ids, mask = left_pad([encoded[i] for i in idx], spec.pad_id)
+        t0 = time.perf_counter()
+        out = decode(model, spec, ids.to(device), mask.to(device), policy, config)
+        elapsed = time.perf_counter() - t0
+        total_time += elapsed
+        calls += out.model_calls
+        for row, i in enumerate(idx):
+            text = decode_text(tokenizer, spec, out.sequences[row].cpu())
+            records[i] = {"id": i, "family": problems[i].family, "output": text,
+                          "correct": is_correct(problems[i], text), "nfe": int(out.nfe[row]),
+                          "latency_s": elapsed}
+        bar.update(len(idx))
+    bar.close()
+    n = len(problems)
+    nfe = [r["nfe"] for r in records]
+    lat = [r["latency_s"] for r in records]
+    nfe_mean = sum(nfe) / n
+    return {
+        "policy": policy_spec,
+        "accuracy": 100.0 * sum(r["correct"] for r in records) / n,
+        "nfe_mean": nfe_mean,
+        "tpf": config.gen_length / nfe_mean,
+        "tokens_per_s": config.gen_length * n / total_time,
+        "latency_s_mean": sum(lat) / n,
+        "latency_s_p95": percentile(lat, 95),
+        "wall_time_s": total_time,
+        "model_calls": calls,
+        "per_family": _per_family(records),
+        "records": records,
+    }
+
+
+def _per_family(records) -> dict:
+    fams: dict[str, list] = {}
+    for r in records:
+        fams.setdefault(r["family"], []).append(r)
+    return {f: {"accuracy": 100.0 * sum(r["correct"] for r in rs) / len(rs),
+                "nfe_mean": sum(r["nfe"] for r in rs) / len(rs), "n": len(rs)} for f, rs in fams.items()}
+
+
+def evaluate(model, tokenizer, spec, problems, policies: list[str], config: DecodeConfig, batch_size: int = 64,
+             progress: bool = True, keep_records: bool = False) -> dict:
+    """Every policy on the same problems; speedups are against `vanilla` measured in this same run."""
+    torch.manual_seed(config.seed)
+    results = [run_policy(model, tokenizer, spec, problems, p, config, batch_size, progress) for p in policies]
+    base = next((r for r in results if r["policy"] == "vanilla"), None)
+    for r in results:
+        r["speedup_nfe"] = base["nfe_mean"] / r["nfe_mean"] if base else None
+        r["speedup_time"] = base["wall_time_s"] / r["wall_time_s"] if base else None
+        if not keep_records:
+            r.pop("records")
+    return {"results": results}

@@ -1,0 +1,25 @@
+"""Mistakes a user can make get one clear line on stderr and exit code 2, never a traceback."""
+
+import pytest
+
+from learn2pd.cli import main
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["generate", "--model", "/no/such/model", "--prompt", "x"], "no model folder"),
+    (["generate", "--prompt", "x", "--gen-length", "100", "--block-length", "32"], "not a multiple of block_length"),
+    (["generate", "--prompt", "x", "--policy", "greedy"], "unknown policy"),
+    (["evaluate", "--policies", "vanilla,fast"], "unknown policy"),
+    (["evaluate", "--tasks", "missing.jsonl"], "no task file"),
+    (["evaluate", "--tasks", "algebra"], "unknown task family"),
+])
+def test_user_errors_exit_2_with_one_line(argv, needle, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert needle in err
+    assert "Traceback" not in err and err.count("\n") == 1
+
+
+def test_folder_without_config_is_named(tmp_path, capsys):
+    assert main(["generate", "--model", str(tmp_path), "--prompt", "x"]) == 2
+    assert "has no config.json" in capsys.readouterr().err
