@@ -39,33 +39,33 @@ def _config(args):
 def _policy_spec(args) -> str:
     spec = args.policy
     if args.threshold is not None:
-        name = spec.split(":")[0]
+        name = spec.split("+")[0].split(":")[0]
         key = {"threshold": "tau", "factor": "factor"}.get(name)
         if key is None:
             raise ValueError(f"--threshold applies to the threshold and factor policies, not {name!r}")
-        spec = f"{name}:{key}={args.threshold}"
+        spec = f"{name}:{key}={args.threshold}" + "".join("+" + p for p in spec.split("+")[1:])
     return spec
 
 
 def cmd_generate(args) -> int:
     from learn2pd.decoding.engine import generate
-    from learn2pd.decoding.policies import make_policy
+    from learn2pd.decoding.policies import make_plan
     from learn2pd.models.loading import load_model
 
     cfg = _config(args)
-    policy = make_policy(_policy_spec(args))
+    plan = make_plan(_policy_spec(args))
     model, tok, spec = load_model(args.model, args.dtype, args.device, args.trust_remote_code)
     torch_seed(args.seed)
-    out = generate(model, tok, args.prompt, policy, cfg, spec, batch_size=args.batch_size)
+    out = generate(model, tok, args.prompt, plan, cfg, spec, batch_size=args.batch_size)
     for text, nfe in zip(out.texts, out.nfe.tolist()):
         print(text)
-        print(f"[{policy.describe()}] NFE {nfe}, tokens/forward {cfg.gen_length / nfe:.2f}, "
+        print(f"[{plan.describe()}] NFE {nfe}, tokens/forward {cfg.gen_length / nfe:.2f}, "
               f"{out.wall_time_s:.2f}s", file=sys.stderr)
     return 0
 
 
 def cmd_evaluate(args) -> int:
-    from learn2pd.decoding.policies import make_policy
+    from learn2pd.decoding.policies import make_plan
     from learn2pd.evaluation.report import markdown_table, plot_pareto, write_atomic, write_json
     from learn2pd.evaluation.runner import evaluate
     from learn2pd.models.loading import load_model
@@ -74,7 +74,7 @@ def cmd_evaluate(args) -> int:
     cfg = _config(args)
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     for p in policies:  # fail on a typo before loading anything
-        make_policy(p)
+        make_plan(p)
     problems = load_problems(args.tasks, args.num_samples)
     model, tok, spec = load_model(args.model, args.dtype, args.device, args.trust_remote_code)
     report = evaluate(model, tok, spec, problems, policies, cfg, args.batch_size, progress=not args.quiet)

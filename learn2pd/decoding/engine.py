@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from learn2pd.decoding.plan import DecodingPlan
 from learn2pd.decoding.policies.base import Policy
 from learn2pd.decoding.runner import ModelRunner
-from learn2pd.decoding.state import StepState
+from learn2pd.decoding.schedulers import FixedBlocks
+from learn2pd.decoding.state import NEG_INF, StepState
 from learn2pd.models.spec import ModelSpec
 
 
@@ -63,6 +65,7 @@ class DecodeOutput:
     model_calls: int  # forwards of the batch (what the hardware ran)
     commits: list[list[int]]  # per row: tokens committed at each of its steps
     wall_time_s: float
+    positions: torch.Tensor | None = None  # [B] token positions each row fed to the model, summed over forwards
     texts: list[str] = field(default_factory=list)
 
     @property
@@ -90,29 +93,43 @@ def decode(
     spec: ModelSpec,
     prompt_ids: torch.Tensor,
     prompt_mask: torch.Tensor,
-    policy: Policy,
+    plan: DecodingPlan | Policy | str,
     cfg: DecodeConfig,
+    reference: torch.Tensor | None = None,
 ) -> DecodeOutput:
-    """Decode a left-padded prompt batch ([B, P] ids and attention mask) with `policy`."""
+    """Decode a left-padded prompt batch ([B, P] ids and attention mask).
+
+    plan: a policy, a DecodingPlan (policy + block scheduler + EoTP) or a spec string such as
+    `threshold:tau=0.9+adablock+eotp`. reference: [B, gen_length] tokens for the oracle policy.
+    """
+    from learn2pd.decoding.policies import make_plan
+
     cfg.validate()
+    plan = make_plan(plan)
+    policy, scheduler = plan.policy, plan.scheduler or FixedBlocks(cfg.block_length)
     device = prompt_ids.device
     B, P = prompt_ids.shape
-    G, blk, spb = cfg.gen_length, cfg.block_length, cfg.steps_per_block
+    G, spb = cfg.gen_length, cfg.steps_per_block
     if spec.context_length and P + G > spec.context_length:
         raise DecodeError(f"prompt ({P} tokens) + gen_length ({G}) exceeds the model's context of "
                           f"{spec.context_length} tokens: shorten the prompt or lower --gen-length")
+    if getattr(policy, "needs_reference", False) and reference is None:
+        raise DecodeError(f"policy {policy.name!r} needs reference tokens (run vanilla first)")
     generator = torch.Generator(device=device).manual_seed(cfg.seed) if cfg.temperature > 0 or \
         cfg.remasking == "random" else None
     runner = ModelRunner(model, spec, cfg.cfg_scale)
 
     x = torch.cat([prompt_ids, torch.full((B, G), spec.mask_id, dtype=torch.long, device=device)], 1)
     attn = torch.cat([prompt_mask.long(), torch.ones((B, G), dtype=torch.long, device=device)], 1)
+    prompt_len = prompt_mask.long().sum(1)
     pos = torch.arange(G, device=device)
+    gen_end = torch.full((B,), G, dtype=torch.long, device=device)  # EoTP moves it left
     block_start = torch.zeros(B, dtype=torch.long, device=device)
-    block_end = torch.full((B,), blk, dtype=torch.long, device=device)
+    block_end = torch.zeros(B, dtype=torch.long, device=device)  # set at each block's first step
     step_in_block = torch.zeros(B, dtype=torch.long, device=device)
-    block_masks = torch.full((B,), blk, dtype=torch.long, device=device)  # masks at block start (schedule)
+    block_masks = torch.zeros(B, dtype=torch.long, device=device)  # masks in the block at its first step
     nfe = torch.zeros(B, dtype=torch.long, device=device)
+    positions = torch.zeros(B, dtype=torch.long, device=device)
     done = torch.zeros(B, dtype=torch.bool, device=device)
     commits: list[list[int]] = [[] for _ in range(B)]
     model_calls = 0
@@ -120,39 +137,76 @@ def decode(
 
     while not bool(done.all()):
         rows = (~done).nonzero().squeeze(1)
-        xs = x[rows]
-        logits = runner.logits(xs, attn[rows], P)[:, P:]
+        width = int(gen_end[rows].max())  # positions cut by EoTP leave the input
+        live = pos[:width] < gen_end[rows, None]
+        xs = x[rows, :P + width]
+        am = torch.cat([attn[rows, :P], live.long()], 1)
+        logits = runner.logits(xs, am, P)[:, P:]
         model_calls += 1
         nfe[rows] += 1
+        positions[rows] += prompt_len[rows] + gen_end[rows]
         tokens, conf = _sample(logits, cfg, generator)
-
         gen = xs[:, P:]
         masked = gen == spec.mask_id
-        bs, be, sib = block_start[rows], block_end[rows], step_in_block[rows]
-        in_block = (pos >= bs[:, None]) & (pos < be[:, None])
-        # LLaDA schedule: a block's masks split evenly over its steps, remainder to the earliest steps.
+        bs, ge, sib = block_start[rows], gen_end[rows], step_in_block[rows]
+
+        # A block's end is chosen at its first step, from this same forward (AdaBlock costs no NFE).
+        be = block_end[rows]
+        first = sib == 0
+        if bool(first.any()):
+            be = torch.where(first, scheduler.block_end(tokens, conf, bs, ge, G, spec), be)
+            block_end[rows] = be
+        in_block = (pos[:width] >= bs[:, None]) & (pos[:width] < be[:, None])
+        # LLaDA schedule: the block's masks split evenly over its steps, remainder to the earliest steps.
+        if bool(first.any()):
+            block_masks[rows] = torch.where(first, (masked & in_block).sum(-1), block_masks[rows])
         n0 = block_masks[rows]
         quota = n0 // spb + (sib < n0 % spb).long()
         state = StepState(conf, tokens, masked, in_block, sib, quota, rows,
-                          logits if policy.needs_logits else None)
+                          logits if policy.needs_logits else None,
+                          reference[rows, :width] if reference is not None else None)
         commit = policy.select(state) & state.candidates
-        gen = torch.where(commit, tokens, gen)
-        x[rows, P:] = gen
+        gen = torch.where(commit, state.tokens, gen)
+        if plan.eotp:
+            gen, ge = _end_of_text_cut(gen, state, commit, spec, ge, policy)
+            gen_end[rows] = ge
+        x[rows, P:P + width] = gen
         for r, c in zip(rows.tolist(), commit.sum(-1).tolist()):
             commits[r].append(c)
 
-        # Advance rows whose block has no mask left.
+        # Rows whose block has no mask left move on; past the (possibly cut) end they are done.
         step_in_block[rows] += 1
-        finished = ~((gen == spec.mask_id) & in_block).any(-1)
+        finished = ~((gen == spec.mask_id) & (pos[:width] < torch.minimum(be, ge)[:, None])
+                     & (pos[:width] >= bs[:, None])).any(-1)
         if bool(finished.any()):
             fr = rows[finished]
-            block_start[fr] = block_end[fr]
-            block_end[fr] = torch.clamp(block_end[fr] + blk, max=G)
+            block_start[fr] = torch.minimum(block_end[fr], gen_end[fr])
             step_in_block[fr] = 0
-            block_masks[fr] = block_end[fr] - block_start[fr]
-            done[fr] = block_start[fr] >= G
+            done[fr] = block_start[fr] >= gen_end[fr]
 
-    return DecodeOutput(x[:, P:].clone(), nfe, model_calls, commits, time.perf_counter() - start)
+    return DecodeOutput(x[:, P:].clone(), nfe, model_calls, commits, time.perf_counter() - start,
+                        positions=positions)
+
+
+def _end_of_text_cut(gen, state, commit, spec, gen_end, policy):
+    """EoTP: once a candidate of the block predicts an end token, the answer ends there.
+
+    The cut is the policy's choice when it has one (the learned filter's first accepted end token),
+    else the most confident end prediction of the block. The token there is committed, the rest of
+    the row becomes EOS and leaves the input (shorter forwards, no block past the end).
+    """
+    is_end = state.candidates & torch.isin(state.tokens, torch.tensor(spec.end_ids, device=gen.device))
+    if not bool(is_end.any()):
+        return gen, gen_end
+    chooser = getattr(policy, "end_of_text_position", None)
+    cut = chooser(state, is_end) if chooser else state.confidence.masked_fill(~is_end, NEG_INF).argmax(-1)
+    has = is_end.any(-1) & (cut >= 0)  # a chooser may decline to cut (-1)
+    pos = torch.arange(gen.shape[1], device=gen.device)
+    at_cut = has[:, None] & (pos == cut[:, None])
+    after = has[:, None] & (pos > cut[:, None])
+    gen = torch.where(at_cut & (gen == spec.mask_id), state.tokens, gen)
+    gen = torch.where(after, torch.full_like(gen, spec.eos_id), gen)
+    return gen, torch.where(has, torch.minimum(cut + 1, gen_end), gen_end)
 
 
 def decode_text(tokenizer, spec: ModelSpec, ids: torch.Tensor) -> str:
@@ -165,20 +219,20 @@ def decode_text(tokenizer, spec: ModelSpec, ids: torch.Tensor) -> str:
     return tokenizer.decode([t for t in ids if t != spec.mask_id], skip_special_tokens=True)
 
 
-def generate(model, tokenizer, prompts: list[str], policy: str | Policy = "vanilla",
+def generate(model, tokenizer, prompts: list[str], policy: str | Policy | DecodingPlan = "vanilla",
              config: DecodeConfig | None = None, spec: ModelSpec | None = None,
              batch_size: int = 32) -> DecodeOutput:
     """Decode a list of questions (chat template applied when the tokenizer has one).
 
     Returns one DecodeOutput over all prompts; `texts` holds the decoded answers.
     """
-    from learn2pd.decoding.policies import make_policy
+    from learn2pd.decoding.policies import make_plan
     from learn2pd.models.spec import spec_from_model
     from learn2pd.tasks.prompting import format_prompt, left_pad
 
     config = config or DecodeConfig()
     spec = spec or spec_from_model(model, tokenizer)
-    policy = make_policy(policy)
+    plan = make_plan(policy)
     if isinstance(prompts, str):
         prompts = [prompts]
     device = next(model.parameters()).device
@@ -189,13 +243,14 @@ def generate(model, tokenizer, prompts: list[str], policy: str | Policy = "vanil
         if empty:
             raise DecodeError(f"prompt #{empty[0]} is empty after tokenization")
         ids, mask = left_pad(encoded, spec.pad_id)
-        outs.append(decode(model, spec, ids.to(device), mask.to(device), policy, config))
+        outs.append(decode(model, spec, ids.to(device), mask.to(device), plan, config))
     out = DecodeOutput(
         sequences=torch.cat([o.sequences for o in outs]),
         nfe=torch.cat([o.nfe for o in outs]),
         model_calls=sum(o.model_calls for o in outs),
         commits=[c for o in outs for c in o.commits],
         wall_time_s=sum(o.wall_time_s for o in outs),
+        positions=torch.cat([o.positions for o in outs]),
     )
     out.texts = [decode_text(tokenizer, spec, row) for row in out.sequences.cpu()]
     return out

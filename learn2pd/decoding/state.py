@@ -21,6 +21,8 @@ class StepState:
     quota:      [B] tokens the baseline (LLaDA) schedule commits at this step
     logits:     [B, G, V] only when the policy sets `needs_logits`
     rows:       [B] indices of these rows in the full batch (for policies holding per-row data)
+    reference:  [B, G] reference tokens (oracle only)
+    G is the live width of this forward: positions cut by End-of-Text Prediction are not included.
     """
 
     confidence: torch.Tensor
@@ -31,6 +33,7 @@ class StepState:
     quota: torch.Tensor
     rows: torch.Tensor
     logits: torch.Tensor | None = None
+    reference: torch.Tensor | None = None
 
     @property
     def candidates(self) -> torch.Tensor:

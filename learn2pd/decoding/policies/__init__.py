@@ -5,16 +5,24 @@ A policy spec is `name[:key=value,...]`, e.g. `vanilla`, `threshold:tau=0.7`, `f
 
 from __future__ import annotations
 
+from learn2pd.decoding.plan import DecodingPlan
 from learn2pd.decoding.policies.base import Policy
 from learn2pd.decoding.policies.factor import FactorPolicy
+from learn2pd.decoding.policies.localleap import LocalLeapPolicy
+from learn2pd.decoding.policies.oracle import OraclePolicy
 from learn2pd.decoding.policies.threshold import ThresholdPolicy
 from learn2pd.decoding.policies.vanilla import VanillaPolicy
+from learn2pd.decoding.schedulers import AdaBlockScheduler
 
 POLICIES: dict[str, type[Policy]] = {
     "vanilla": VanillaPolicy,
     "threshold": ThresholdPolicy,
     "factor": FactorPolicy,
+    "localleap": LocalLeapPolicy,
+    "oracle": OraclePolicy,
 }
+SCHEDULERS = {"adablock": AdaBlockScheduler}
+FLAGS = ("eotp",)
 
 
 class PolicySpecError(ValueError):
@@ -47,12 +55,40 @@ def make_policy(spec: str | Policy) -> Policy:
         return spec
     name, params = parse_policy(spec)
     if name not in POLICIES:
-        raise PolicySpecError(f"unknown policy {name!r}: choose from {', '.join(POLICIES)}")
+        raise PolicySpecError(f"unknown policy {name!r}: choose from {', '.join([*POLICIES, *SCHEDULERS])}"
+                              " (add +eotp for End-of-Text Prediction)")
     try:
         return POLICIES[name](**params)
     except TypeError as err:
         raise PolicySpecError(f"bad parameters for policy {name!r} in {spec!r}: {err}") from None
 
 
-__all__ = ["POLICIES", "Policy", "PolicySpecError", "make_policy", "parse_policy",
-           "VanillaPolicy", "ThresholdPolicy", "FactorPolicy"]
+def make_plan(spec: str | Policy | DecodingPlan) -> DecodingPlan:
+    """Parse `policy[:k=v]` joined by `+` with an optional scheduler (`adablock[:b0=..]`) and `eotp`."""
+    if isinstance(spec, DecodingPlan):
+        return spec
+    if isinstance(spec, Policy):
+        return DecodingPlan(spec)
+    policy, scheduler, eotp = None, None, False
+    for part in spec.split("+"):
+        name, params = parse_policy(part)
+        if name == "eotp" and not params:
+            eotp = True
+        elif name in SCHEDULERS:
+            try:
+                scheduler = SCHEDULERS[name](**params)
+            except TypeError as err:
+                raise PolicySpecError(f"bad parameters for {name!r} in {spec!r}: {err}") from None
+        elif policy is None:
+            policy = make_policy(part)
+        else:
+            raise PolicySpecError(f"{spec!r} names two commit policies; combine one policy with adablock and/or eotp")
+    if policy is None:
+        # AdaBlock alone is AdaBlock on threshold decoding (tau 0.9), as published.
+        policy = ThresholdPolicy(0.9)
+    return DecodingPlan(policy, scheduler, eotp, spec=spec.strip())
+
+
+__all__ = ["DecodingPlan", "make_plan", "POLICIES", "Policy", "PolicySpecError", "make_policy", "parse_policy",
+           "VanillaPolicy", "ThresholdPolicy", "FactorPolicy",
+           "LocalLeapPolicy", "OraclePolicy", "AdaBlockScheduler"]

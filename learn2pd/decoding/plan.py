@@ -1,0 +1,31 @@
+"""A decoding plan: the commit policy, the block scheduler and End-of-Text Prediction, by name.
+
+Spec strings join parts with `+`: `vanilla`, `threshold:tau=0.7+eotp`, `adablock:b0=16` (AdaBlock on
+threshold decoding, as published), `localleap+adablock+eotp`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from learn2pd.decoding.policies.base import Policy
+
+
+@dataclass
+class DecodingPlan:
+    policy: Policy
+    scheduler: object | None = None  # None: fixed blocks of DecodeConfig.block_length
+    eotp: bool = False
+    spec: str | None = None
+
+    def describe(self) -> str:
+        if self.spec:
+            return self.spec
+        parts = [self.policy.describe()]
+        if self.scheduler is not None:
+            parts.append(self.scheduler.describe())
+        if self.eotp:
+            parts.append("eotp")
+        return "+".join(parts)
