@@ -73,14 +73,20 @@ class DecodeOutput:
         return self.sequences.shape[1] / self.nfe.float()
 
 
-def _sample(logits: torch.Tensor, cfg: DecodeConfig, generator: torch.Generator | None):
-    """Predicted tokens and their confidences, as LLaDA does: Gumbel-max in float64, softmax in float64."""
+def _sample(logits: torch.Tensor, cfg: DecodeConfig, generator: torch.Generator | None, mask_id: int):
+    """Predicted tokens and their confidences, as LLaDA does: Gumbel-max in float64, softmax in float64.
+
+    The mask token is never a prediction (committing it would never finish the block); confidences
+    still come from the full softmax, so a trained model, which never predicts it, is unaffected.
+    """
     logits64 = logits.double()
+    scores = logits64.clone()
+    scores[..., mask_id] = float("-inf")
     if cfg.temperature > 0:
         u = torch.rand(logits64.shape, dtype=torch.float64, device=logits.device, generator=generator)
-        tokens = (logits64.exp() / (-torch.log(u)) ** cfg.temperature).argmax(-1)
+        tokens = (scores.exp() / (-torch.log(u)) ** cfg.temperature).argmax(-1)
     else:
-        tokens = logits64.argmax(-1)
+        tokens = scores.argmax(-1)
     if cfg.remasking == "random":
         conf = torch.rand(tokens.shape, dtype=torch.float64, device=logits.device, generator=generator)
     else:
@@ -145,7 +151,7 @@ def decode(
         model_calls += 1
         nfe[rows] += 1
         positions[rows] += prompt_len[rows] + gen_end[rows]
-        tokens, conf = _sample(logits, cfg, generator)
+        tokens, conf = _sample(logits, cfg, generator, spec.mask_id)
         gen = xs[:, P:]
         masked = gen == spec.mask_id
         bs, ge, sib = block_start[rows], gen_end[rows], step_in_block[rows]

@@ -31,15 +31,23 @@ class RMSNorm(nn.Module):
 
 
 class RotaryEmbedding(nn.Module):
-    """RoPE with the half-split rotation (`rotate_half`), applied in float32."""
+    """RoPE with the half-split rotation (`rotate_half`), applied in float32.
+
+    The frequencies are computed in float32 at each call, not kept in a buffer: a non-persistent buffer is
+    not in checkpoints, so `from_pretrained` (transformers >= 5 builds the model on the meta device) left it
+    uninitialised, and `model.to(torch.bfloat16)` rounded it. The reference's RoPE tables are always float32.
+    """
 
     def __init__(self, head_dim: int, theta: float):
         super().__init__()
-        inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float) / head_dim))
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.head_dim, self.theta = head_dim, theta
+
+    def inv_freq(self, device=None) -> torch.Tensor:
+        exponents = torch.arange(0, self.head_dim, 2, dtype=torch.float, device=device) / self.head_dim
+        return 1.0 / (self.theta ** exponents)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor):
-        freqs = torch.outer(positions.float(), self.inv_freq.float())
+        freqs = torch.outer(positions.float(), self.inv_freq(q.device))
         emb = torch.cat((freqs, freqs), dim=-1)
         cos, sin = emb.cos()[None, None], emb.sin()[None, None]
         return _rotate(q.float(), cos, sin).type_as(q), _rotate(k.float(), cos, sin).type_as(k)

@@ -26,7 +26,9 @@ class FactorPolicy(Policy):
         n = state.candidates.sum(-1)  # candidates per row
         ranked = conf.sort(dim=-1, descending=True).values
         i = torch.arange(conf.shape[-1], device=conf.device)
-        thresh = 1.0 - self.factor / (i + 2.0)  # rank i (0-based) is the (i+1)-th token
+        # rank i (0-based) is the (i+1)-th token; float64 like the reference's Python floats (float32
+        # thresholds are off by up to ~4e-8 and flip confidences that close to them)
+        thresh = 1.0 - self.factor / (i.to(torch.float64) + 2.0)
         thresh[0] = -1.0
         fail = (ranked < thresh) & (i < n[:, None])
         first_fail = torch.where(fail.any(-1), fail.int().argmax(-1), n - 1)

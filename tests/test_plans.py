@@ -1,0 +1,142 @@
+"""LocalLeap, AdaBlock, EoTP and the oracle: rules on hand-made states, and faithfulness on a model."""
+
+import pytest
+import torch
+
+from learn2pd.decoding.engine import DecodeConfig, decode
+from learn2pd.decoding.policies import PolicySpecError, make_plan
+from learn2pd.decoding.schedulers import AdaBlockScheduler
+from learn2pd.decoding.state import StepState
+from learn2pd.models import LLaDAConfig, LLaDAModelLM
+from learn2pd.models.spec import ModelSpec
+from tests.reference_policies import adablock_reference, localleap_reference
+
+VOCAB, MASK, EOS = 24, 0, 1
+
+
+@pytest.fixture(scope="module")
+def peaky():
+    """A random tiny LLaDA with large weights, so confidences spread over (0, 1)."""
+    torch.manual_seed(0)
+    cfg = LLaDAConfig(d_model=32, n_heads=2, n_layers=2, mlp_hidden_size=64, vocab_size=VOCAB, embedding_size=VOCAB,
+                      mask_token_id=MASK, eos_token_id=EOS, pad_token_id=EOS, eot_token_id=None, init_std=1.0)
+    return LLaDAModelLM(cfg).eval()
+
+
+def _spec(delims=(5,)):
+    return ModelSpec("llada", MASK, EOS, EOS, (EOS,), delims)
+
+
+def _state(conf, masked=None):
+    conf = torch.tensor([conf], dtype=torch.float64)
+    G = conf.shape[1]
+    m = torch.ones(1, G, dtype=torch.bool) if masked is None else torch.tensor([masked])
+    return StepState(conf, torch.zeros(1, G, dtype=torch.long), m, torch.ones(1, G, dtype=torch.bool),
+                     torch.zeros(1, dtype=torch.long), torch.ones(1, dtype=torch.long), torch.arange(1))
+
+
+def test_localleap_anchor_neighbourhood_without_chaining():
+    pol = make_plan("localleap:kappa=0.9,tau=0.75,radius=2").policy
+    #        0     1     2     3     4     5     6     7
+    conf = [0.95, 0.80, 0.10, 0.80, 0.80, 0.50, 0.20, 0.76]
+    # anchor 0 -> neighbourhood 0..2: 1 (0.80) joins; 3 is outside (no chaining through 1); 7 is far
+    assert pol.select(_state(conf)).nonzero()[:, 1].tolist() == [0, 1]
+    # no anchor: plain threshold at kappa, i.e. only the forced top-1
+    assert pol.select(_state([0.5, 0.8, 0.7])).nonzero()[:, 1].tolist() == [1]
+
+
+def test_adablock_scheduler_rules():
+    sch = AdaBlockScheduler(b0=4, tau_d=0.3)
+    spec = _spec(delims=(9,))
+    tokens = torch.tensor([[3, 3, 9, 3, 9, 3, 3, 3, 9, 3, 3, 3, 3, 3, 3, 3]])
+    conf = torch.tensor([[0.9] * 16], dtype=torch.float64)
+    conf[0, 2], conf[0, 4], conf[0, 8] = 0.2, 0.6, 0.99  # 8 is the best but outside the 25% window (4)
+    start, end = torch.tensor([0]), torch.tensor([16])
+    # window [0, 4) holds one delimiter (2) at 0.2 < tau_d: default block b0
+    assert sch.block_end(tokens, conf, start, end, 16, spec).tolist() == [4]
+    conf[0, 2] = 0.5  # now confident enough: the block ends at it, inclusive
+    assert sch.block_end(tokens, conf, start, end, 16, spec).tolist() == [3]
+    # window [1, 5) holds 2 (0.5) and 4 (0.6): the most confident wins
+    assert sch.block_end(tokens, conf, torch.tensor([1]), end, 16, spec).tolist() == [5]
+    assert sch.block_end(tokens, conf, torch.tensor([14]), end, 16, spec).tolist() == [16]  # capped by what remains
+
+
+def test_plan_parsing():
+    plan = make_plan("localleap:radius=2+adablock:b0=16+eotp")
+    assert plan.policy.radius == 2 and plan.scheduler.b0 == 16 and plan.eotp
+    assert make_plan("adablock").policy.tau == 0.9  # AdaBlock alone runs on threshold decoding
+    with pytest.raises(PolicySpecError, match="two commit policies"):
+        make_plan("threshold+localleap")
+
+
+@pytest.mark.parametrize("kappa,tau,radius", [(0.9, 0.75, 4), (0.6, 0.3, 2)])
+def test_localleap_matches_reference_loop(peaky, kappa, tau, radius):
+    torch.manual_seed(1)
+    prompt = torch.randint(2, VOCAB, (1, 6))
+    want, want_nfe = localleap_reference(peaky, prompt, 32, 16, MASK, kappa, tau, radius)
+    out = decode(peaky, _spec(), prompt, torch.ones_like(prompt), f"localleap:kappa={kappa},tau={tau},radius={radius}",
+                 DecodeConfig(gen_length=32, block_length=16))
+    assert out.sequences[0].tolist() == want.tolist()
+    assert int(out.nfe[0]) == want_nfe
+    assert want_nfe < 32  # it really decoded in parallel
+
+
+@pytest.mark.parametrize("tau_d", [0.0, 0.3])
+def test_adablock_matches_reference_loop(peaky, tau_d):
+    torch.manual_seed(2)
+    prompt = torch.randint(2, VOCAB, (1, 5))
+    # the most frequent first-step prediction as the delimiter, so delimiters really occur
+    first = peaky(torch.cat([prompt, torch.full((1, 32), MASK)], 1)).logits[0, 5:].argmax(-1)
+    delim = int(first.mode().values)
+    want, want_nfe, blocks = adablock_reference(peaky, prompt, 32, 8, MASK, (delim,), tau_d, tau=0.5)
+    out = decode(peaky, _spec((delim,)), prompt, torch.ones_like(prompt), f"threshold:tau=0.5+adablock:b0=8,tau_d={tau_d}",
+                 DecodeConfig(gen_length=32, block_length=8))
+    assert out.sequences[0].tolist() == want.tolist()
+    assert int(out.nfe[0]) == want_nfe
+    if tau_d == 0.0:
+        assert any(b != 8 for b in blocks)  # blocks really adapted
+
+
+@pytest.mark.parametrize("plan", ["localleap", "threshold:tau=0.5+adablock:b0=8", "vanilla+eotp", "threshold+eotp"])
+def test_batch_rows_equal_single_rows(peaky, plan):
+    torch.manual_seed(3)
+    prompts = [torch.randint(2, VOCAB, (n,)) for n in (3, 7, 5)]
+    width = max(len(p) for p in prompts)
+    ids = torch.full((3, width), EOS)
+    mask = torch.zeros(3, width, dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p):], mask[i, width - len(p):] = p, 1
+    cfg = DecodeConfig(gen_length=32, block_length=8)
+    batch = decode(peaky, _spec(), ids, mask, plan, cfg)
+    for i, p in enumerate(prompts):
+        one = decode(peaky, _spec(), p[None], torch.ones(1, len(p), dtype=torch.long), plan, cfg)
+        assert batch.sequences[i].tolist() == one.sequences[0].tolist()
+        assert int(batch.nfe[i]) == int(one.nfe[0])
+
+
+def test_eotp_cuts_work_and_counts_it(peaky):
+    torch.manual_seed(4)
+    prompt = torch.randint(2, VOCAB, (2, 6))
+    cfg = DecodeConfig(gen_length=64, block_length=16)
+    spec = ModelSpec("llada", MASK, EOS, EOS, (EOS, 7, 11), ())  # several end ids so a cut surely happens
+    full = decode(peaky, spec, prompt, torch.ones_like(prompt), "vanilla", cfg)
+    cut = decode(peaky, spec, prompt, torch.ones_like(prompt), "vanilla+eotp", cfg)
+    assert (cut.nfe < full.nfe).all()
+    assert (cut.positions < full.positions).all()
+    assert int(full.positions[0]) == int(full.nfe[0]) * (6 + 64)  # no cut: every forward sees the whole row
+    for row in cut.sequences:
+        ends = [i for i, t in enumerate(row.tolist()) if t in spec.end_ids]
+        assert ends and all(t == EOS for t in row[ends[0] + 1:].tolist())  # EOS after the first end token
+        assert MASK not in row.tolist()
+
+
+def test_oracle_reproduces_reference_with_fewer_forwards(peaky):
+    torch.manual_seed(5)
+    prompt = torch.randint(2, VOCAB, (3, 6))
+    cfg = DecodeConfig(gen_length=32, block_length=16)
+    ref = decode(peaky, _spec(), prompt, torch.ones_like(prompt), "vanilla", cfg)
+    orc = decode(peaky, _spec(), prompt, torch.ones_like(prompt), "oracle", cfg, reference=ref.sequences)
+    assert torch.equal(orc.sequences, ref.sequences)
+    assert (orc.nfe < ref.nfe).all()
+    with pytest.raises(ValueError, match="reference"):
+        decode(peaky, _spec(), prompt, torch.ones_like(prompt), "oracle", cfg)
