@@ -118,6 +118,7 @@ def main(argv=None):
     ap.add_argument("--max-steps", type=int)
     ap.add_argument("--out")
     ap.add_argument("--threads", type=int)
+    ap.add_argument("--init-from", help="start from an exported checkpoint folder (continue training)")
     args = ap.parse_args(argv)
     cfg = yaml.safe_load(Path(args.config).read_text())
     if args.max_steps:
@@ -130,6 +131,9 @@ def main(argv=None):
     model_cfg = dict(cfg["model"], vocab_size=len(tok), embedding_size=len(tok), mask_token_id=tok.mask_token_id,
                      eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id, eot_token_id=None)
     module = MaskedDiffusionModule(model_cfg, cfg["lr"], cfg["warmup_steps"], cfg["max_steps"], tok.mask_token_id)
+    if args.init_from:
+        module.model.load_state_dict(LLaDAModelLM.from_pretrained(args.init_from).state_dict())
+        print(f"initialised from {args.init_from}")
     print(f"tiny LLaDA: {module.model.num_parameters_millions():.2f}M parameters")
     data = DataLoader(TaskBatches(tok, cfg["gen_lengths"], cfg["batch_size"], cfg.get("families", FAMILIES), cfg["seed"]),
                       batch_size=1)
