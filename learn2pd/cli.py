@@ -75,7 +75,7 @@ def cmd_evaluate(args) -> int:
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     for p in policies:  # fail on a typo before loading anything
         make_plan(p)
-    problems = load_problems(args.tasks, args.num_samples)
+    problems = load_problems(args.tasks, args.num_samples, args.question_field, args.answer_field, args.split)
     model, tok, spec = load_model(args.model, args.dtype, args.device, args.trust_remote_code)
     report = evaluate(model, tok, spec, problems, policies, cfg, args.batch_size, progress=not args.quiet)
     report["config"] = {"model": str(args.model or "checkpoints/tiny-llada"), "tasks": args.tasks,
@@ -110,8 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=cmd_generate)
 
     e = sub.add_parser("evaluate", help="compare policies on held-out problems")
-    e.add_argument("--tasks", default="suite", help="suite, a family list like arith,sort, or a .jsonl file")
+    e.add_argument("--tasks", default="suite", help="suite, families (arith,sort), a .jsonl file, or hf:NAME[:CONFIG]")
     e.add_argument("--num-samples", type=int, default=100)
+    e.add_argument("--question-field", default="question", help="HF dataset column with the question")
+    e.add_argument("--answer-field", default="answer", help="HF dataset column with the answer")
+    e.add_argument("--split", default="test", help="HF dataset split")
     e.add_argument("--policies", default="vanilla,threshold", help="comma-separated policy specs")
     e.add_argument("--output", default=None, help="results JSON (a .md table and .png plot go beside it)")
     e.add_argument("--quiet", action="store_true")

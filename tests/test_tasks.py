@@ -48,3 +48,37 @@ def test_checker_uses_final_answer_for_arith():
 def test_unknown_family_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown task family"):
         heldout_problems(("algebra",), 3)
+
+
+def test_gsm8k_style_grading():
+    p = Problem("numeric", "q", "She has 3 + 4 = 7 apples.\n#### 1,234")
+    assert p.target == "1234"
+    assert is_correct(p, "so the answer is 1,234.")
+    assert not is_correct(p, "1234 then 5")
+
+
+def test_hf_dataset_from_local_folder(tmp_path):
+    import datasets
+
+    from learn2pd.tasks.loaders import load_problems
+
+    ds = datasets.DatasetDict({"test": datasets.Dataset.from_dict(
+        {"question": ["a?", "b?", "c?"], "answer": ["x #### 1", "y #### 2", "z #### 3"]})})
+    ds.save_to_disk(tmp_path / "gsm")
+    probs = load_problems(f"hf:{tmp_path / 'gsm'}", 2)
+    assert [(p.prompt, p.target) for p in probs] == [("a?", "1"), ("b?", "2")]
+    with pytest.raises(ValueError, match="--question-field"):
+        load_problems(f"hf:{tmp_path / 'gsm'}", 2, question_field="problem")
+    with pytest.raises(ValueError, match="no split"):
+        load_problems(f"hf:{tmp_path / 'gsm'}", 2, split="train")
+
+
+def test_jsonl_tasks(tmp_path):
+    from learn2pd.tasks.loaders import load_problems
+
+    f = tmp_path / "t.jsonl"
+    f.write_text('{"question": "rev ab", "answer": "ba"}\n\n{"question": "rev abc", "answer": "cba"}\n')
+    assert [p.target for p in load_problems(str(f), 5)] == ["ba", "cba"]
+    f.write_text('{"q": 1}\n')
+    with pytest.raises(ValueError, match="lacks"):
+        load_problems(str(f), 5)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 COLUMNS = [("policy", "policy", "{}"), ("accuracy", "acc %", "{:.1f}"), ("nfe_mean", "NFE", "{:.1f}"),
            ("tpf", "TPF", "{:.2f}"), ("tokens_per_s", "tok/s", "{:.0f}"), ("latency_s_mean", "latency s", "{:.3f}"),
-           ("speedup_nfe", "speedup NFE", "{:.2f}x"), ("speedup_time", "speedup time", "{:.2f}x")]
+           ("speedup_nfe", "speedup NFE", "{:.2f}x"), ("speedup_time", "speedup time", "{:.2f}x"),
+           ("aup", "AUP (family)", "{:.1f}")]
 
 
 def markdown_table(results: list[dict]) -> str:
@@ -44,7 +45,7 @@ def plot_pareto(results: list[dict], path) -> Path:
 
     families: dict[str, list] = {}
     for r in results:
-        families.setdefault(r["policy"].split(":")[0], []).append((r["tpf"], r["accuracy"], r["policy"]))
+        families.setdefault(r.get("family", r["policy"]), []).append((r["tpf"], r["accuracy"], r["policy"]))
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for fam, pts in sorted(families.items()):
         pts.sort()

@@ -8,16 +8,19 @@ import torch
 from tqdm.auto import tqdm
 
 from learn2pd.decoding.engine import DecodeConfig, decode, decode_text
-from learn2pd.decoding.policies import make_policy
-from learn2pd.evaluation.metrics import percentile
+from learn2pd.decoding.policies import make_plan
+from learn2pd.evaluation.metrics import aup, percentile
 from learn2pd.tasks.prompting import format_prompt, left_pad
 from learn2pd.tasks.suite import is_correct
 
 
 def run_policy(model, tokenizer, spec, problems, policy_spec: str, config: DecodeConfig, batch_size: int = 64,
-               progress: bool = True) -> dict:
-    """Decode every problem with one policy; returns its metrics and per-problem records."""
-    policy = make_policy(policy_spec)
+               progress: bool = True, references: list[torch.Tensor] | None = None) -> dict:
+    """Decode every problem with one plan; returns its metrics and per-problem records.
+
+    references: per problem, the generated ids of a vanilla decode (needed by the oracle).
+    """
+    plan = make_plan(policy_spec)
     device = next(model.parameters()).device
     encoded = [format_prompt(tokenizer, p.prompt) for p in problems]
     # Sort by prompt length so batches carry little padding; results are put back in order.
@@ -29,7 +32,8 @@ def run_policy(model, tokenizer, spec, problems, policy_spec: str, config: Decod
         idx = order[start:start + batch_size]
         ids, mask = left_pad([encoded[i] for i in idx], spec.pad_id)
         t0 = time.perf_counter()
-        out = decode(model, spec, ids.to(device), mask.to(device), policy, config)
+        ref = torch.stack([references[i] for i in idx]).to(device) if references is not None else None
+        out = decode(model, spec, ids.to(device), mask.to(device), plan, config, reference=ref)
         elapsed = time.perf_counter() - t0
         total_time += elapsed
         calls += out.model_calls
@@ -37,7 +41,8 @@ def run_policy(model, tokenizer, spec, problems, policy_spec: str, config: Decod
             text = decode_text(tokenizer, spec, out.sequences[row].cpu())
             records[i] = {"id": i, "family": problems[i].family, "output": text,
                           "correct": is_correct(problems[i], text), "nfe": int(out.nfe[row]),
-                          "latency_s": elapsed}
+                          "positions": int(out.positions[row]), "latency_s": elapsed,
+                          "tokens": out.sequences[row].cpu()}
         bar.update(len(idx))
     bar.close()
     n = len(problems)
@@ -48,6 +53,7 @@ def run_policy(model, tokenizer, spec, problems, policy_spec: str, config: Decod
         "policy": policy_spec,
         "accuracy": 100.0 * sum(r["correct"] for r in records) / n,
         "nfe_mean": nfe_mean,
+        "positions_mean": sum(r["positions"] for r in records) / n,
         "tpf": config.gen_length / nfe_mean,
         "tokens_per_s": config.gen_length * n / total_time,
         "latency_s_mean": sum(lat) / n,
@@ -67,15 +73,43 @@ def _per_family(records) -> dict:
                 "nfe_mean": sum(r["nfe"] for r in rs) / len(rs), "n": len(rs)} for f, rs in fams.items()}
 
 
+def plan_family(policy_spec: str) -> str:
+    """`threshold:tau=0.7+eotp` -> `threshold+eotp`: the points of one family form its sweep."""
+    return "+".join(part.split(":")[0].strip() for part in policy_spec.split("+"))
+
+
 def evaluate(model, tokenizer, spec, problems, policies: list[str], config: DecodeConfig, batch_size: int = 64,
              progress: bool = True, keep_records: bool = False) -> dict:
-    """Every policy on the same problems; speedups are against `vanilla` measured in this same run."""
+    """Every plan on the same problems; speedups are against `vanilla` measured in this same run.
+
+    The oracle reuses the vanilla decode of this run as its reference (vanilla runs first).
+    """
     torch.manual_seed(config.seed)
-    results = [run_policy(model, tokenizer, spec, problems, p, config, batch_size, progress) for p in policies]
-    base = next((r for r in results if r["policy"] == "vanilla"), None)
+    needs_ref = any(getattr(make_plan(p).policy, "needs_reference", False) for p in policies)
+    ordered = sorted(policies, key=lambda p: p != "vanilla") if needs_ref else list(policies)
+    if needs_ref and "vanilla" not in ordered:
+        ordered.insert(0, "vanilla")
+    by_spec, references = {}, None
+    for p in ordered:
+        needs = getattr(make_plan(p).policy, "needs_reference", False)
+        by_spec[p] = run_policy(model, tokenizer, spec, problems, p, config, batch_size, progress,
+                                references if needs else None)
+        if p == "vanilla":
+            references = [r["tokens"] for r in by_spec[p]["records"]]
+    results = [by_spec[p] for p in ordered]
+    base = by_spec.get("vanilla")
+    y_max = max(r["accuracy"] for r in results)
+    families: dict[str, list] = {}
     for r in results:
         r["speedup_nfe"] = base["nfe_mean"] / r["nfe_mean"] if base else None
         r["speedup_time"] = base["wall_time_s"] / r["wall_time_s"] if base else None
+        r["family"] = plan_family(r["policy"])
+        families.setdefault(r["family"], []).append((r["tpf"], r["accuracy"]))
+        for rec in r["records"]:
+            rec.pop("tokens")
         if not keep_records:
             r.pop("records")
-    return {"results": results}
+    aups = {f: aup(pts, y_max) for f, pts in families.items()}
+    for r in results:
+        r["aup"] = aups[r["family"]]
+    return {"results": results, "aup": aups}

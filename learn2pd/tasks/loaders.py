@@ -8,11 +8,19 @@ from pathlib import Path
 from learn2pd.tasks.suite import FAMILIES, Problem, heldout_problems
 
 
-def load_problems(tasks: str, n: int) -> list[Problem]:
-    """`suite` (every family), a comma list of families (`arith,sort`), or a JSONL file with
-    `question` and `answer` fields (exact match after stripping)."""
+def load_problems(tasks: str, n: int, question_field: str = "question", answer_field: str = "answer",
+                  split: str = "test") -> list[Problem]:
+    """Problems by name.
+
+    - `suite` (every built-in family) or a comma list of families (`arith,sort`): held-out problems;
+    - a `.jsonl` file with `question` and `answer` fields: exact match after stripping;
+    - `hf:NAME[:CONFIG]` (hub id or a folder written by `save_to_disk`): a Hugging Face dataset,
+      graded GSM8K style (the reference after `####`, the model's last number).
+    """
     if n <= 0:
         raise ValueError(f"--num-samples must be > 0, got {n}")
+    if tasks.startswith("hf:"):
+        return _hf_problems(tasks[3:], n, question_field, answer_field, split)
     if tasks.endswith(".jsonl"):
         path = Path(tasks)
         if not path.is_file():
@@ -28,3 +36,23 @@ def load_problems(tasks: str, n: int) -> list[Problem]:
         return problems[:n]
     families = FAMILIES if tasks == "suite" else tuple(f.strip() for f in tasks.split(","))
     return heldout_problems(families, n)
+
+
+def _hf_problems(name: str, n: int, question_field: str, answer_field: str, split: str) -> list[Problem]:
+    import datasets
+
+    path, _, config = name.partition(":")
+    if Path(path).is_dir():
+        ds = datasets.load_from_disk(path)
+        if isinstance(ds, datasets.DatasetDict):
+            if split not in ds:
+                raise ValueError(f"dataset {path} has no split {split!r}: choose from {', '.join(ds)}")
+            ds = ds[split]
+    else:
+        ds = datasets.load_dataset(path, config or None, split=split)
+    missing = [f for f in (question_field, answer_field) if f not in ds.column_names]
+    if missing:
+        raise ValueError(f"dataset {name} has no column {missing[0]!r} (columns: {', '.join(ds.column_names)}): "
+                         "set --question-field / --answer-field")
+    rows = ds.select(range(min(n, len(ds))))
+    return [Problem("numeric", str(r[question_field]), str(r[answer_field])) for r in rows]

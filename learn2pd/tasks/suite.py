@@ -11,6 +11,7 @@ Held-out problems come from a separate seed and are excluded from the training s
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -34,6 +35,11 @@ class Problem:
 
 def final_answer(family: str, text: str) -> str:
     text = text.strip()
+    if family == "numeric":  # GSM8K style: the reference after '####', a model's last number
+        if "####" in text:
+            text = text.rsplit("####", 1)[-1]
+        numbers = re.findall(r"-?\d[\d,]*(?:\.\d+)?", text)
+        return numbers[-1].replace(",", "").rstrip(".") if numbers else ""
     if family == "arith":
         return text.rsplit("#", 1)[-1].strip() if "#" in text else ""
     return text
