@@ -20,3 +20,20 @@ def tiny():
     if not (TINY / "config.json").is_file():
         pytest.skip("checkpoints/tiny-llada not built yet (make tiny-model)")
     return load_model(TINY)
+
+
+@pytest.fixture(scope="session")
+def random_ckpt(tmp_path_factory):
+    """A tiny random LLaDA with the character tokenizer, saved like a real checkpoint folder."""
+    from learn2pd.models import LLaDAConfig, LLaDAModelLM
+    from learn2pd.models.tokenizer import build_char_tokenizer
+
+    tok = build_char_tokenizer()
+    torch.manual_seed(0)
+    cfg = LLaDAConfig(d_model=32, n_heads=2, n_layers=2, mlp_hidden_size=64, vocab_size=len(tok),
+                      embedding_size=len(tok), mask_token_id=tok.mask_token_id, eos_token_id=tok.eos_token_id,
+                      pad_token_id=tok.eos_token_id, eot_token_id=None, max_sequence_length=96, init_std=0.3)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny-random"
+    LLaDAModelLM(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path

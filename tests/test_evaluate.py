@@ -3,24 +3,8 @@
 import json
 
 import pytest
-import torch
 
 from learn2pd.cli import main
-from learn2pd.models import LLaDAConfig, LLaDAModelLM
-from learn2pd.models.tokenizer import build_char_tokenizer
-
-
-@pytest.fixture(scope="module")
-def random_ckpt(tmp_path_factory):
-    tok = build_char_tokenizer()
-    torch.manual_seed(0)
-    cfg = LLaDAConfig(d_model=32, n_heads=2, n_layers=2, mlp_hidden_size=64, vocab_size=len(tok),
-                      embedding_size=len(tok), mask_token_id=tok.mask_token_id, eos_token_id=tok.eos_token_id,
-                      pad_token_id=tok.eos_token_id, eot_token_id=None, max_sequence_length=96, init_std=0.3)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny-random"
-    LLaDAModelLM(cfg).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
 
 
 def test_evaluate_writes_json_table_and_plot(random_ckpt, tmp_path, capsys):

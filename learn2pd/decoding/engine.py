@@ -102,11 +102,13 @@ def decode(
     plan: DecodingPlan | Policy | str,
     cfg: DecodeConfig,
     reference: torch.Tensor | None = None,
+    observer=None,
 ) -> DecodeOutput:
     """Decode a left-padded prompt batch ([B, P] ids and attention mask).
 
     plan: a policy, a DecodingPlan (policy + block scheduler + EoTP) or a spec string such as
     `threshold:tau=0.9+adablock+eotp`. reference: [B, gen_length] tokens for the oracle policy.
+    observer: called after each step as `observer(state, commit, logits)` (trace collection).
     """
     from learn2pd.decoding.policies import make_plan
 
@@ -172,6 +174,8 @@ def decode(
                           logits if policy.needs_logits else None,
                           reference[rows, :width] if reference is not None else None)
         commit = policy.select(state) & state.candidates
+        if observer is not None:
+            observer(state, commit, logits)
         gen = torch.where(commit, state.tokens, gen)
         if plan.eotp:
             gen, ge = _end_of_text_cut(gen, state, commit, spec, ge, policy)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
-from learn2pd.tasks.suite import FAMILIES, Problem, heldout_problems
+from learn2pd.tasks.suite import FAMILIES, Problem, heldout_problems, train_problems
 
 
 def load_problems(tasks: str, n: int, question_field: str = "question", answer_field: str = "answer",
@@ -13,6 +14,7 @@ def load_problems(tasks: str, n: int, question_field: str = "question", answer_f
     """Problems by name.
 
     - `suite` (every built-in family) or a comma list of families (`arith,sort`): held-out problems;
+    - `train:suite` or `train:arith,sort`: problems of the training stream (for trace collection);
     - a `.jsonl` file with `question` and `answer` fields: exact match after stripping;
     - `hf:NAME[:CONFIG]` (hub id or a folder written by `save_to_disk`): a Hugging Face dataset,
       graded GSM8K style (the reference after `####`, the model's last number).
@@ -21,6 +23,9 @@ def load_problems(tasks: str, n: int, question_field: str = "question", answer_f
         raise ValueError(f"--num-samples must be > 0, got {n}")
     if tasks.startswith("hf:"):
         return _hf_problems(tasks[3:], n, question_field, answer_field, split)
+    if tasks.startswith("train:"):  # the training stream of the built-in suite (never a held-out problem)
+        fams = tasks[6:]
+        return list(itertools.islice(train_problems(FAMILIES if fams == "suite" else _families(fams)), n))
     if tasks.endswith(".jsonl"):
         path = Path(tasks)
         if not path.is_file():
@@ -34,8 +39,11 @@ def load_problems(tasks: str, n: int, question_field: str = "question", answer_f
                 raise ValueError(f"{tasks}:{line_no} lacks a 'question' or 'answer' field")
             problems.append(Problem("jsonl", row["question"], str(row["answer"])))
         return problems[:n]
-    families = FAMILIES if tasks == "suite" else tuple(f.strip() for f in tasks.split(","))
-    return heldout_problems(families, n)
+    return heldout_problems(FAMILIES if tasks == "suite" else _families(tasks), n)
+
+
+def _families(text: str) -> tuple[str, ...]:
+    return tuple(f.strip() for f in text.split(",") if f.strip())
 
 
 def _hf_problems(name: str, n: int, question_field: str, answer_field: str, split: str) -> list[Problem]:

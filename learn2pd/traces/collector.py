@@ -1,0 +1,216 @@
+"""Run a frozen dLLM over prompts and record, per step and block position, what a filter learns from.
+
+Modes:
+- `oracle-replay` (Learn2PD): decode with vanilla (the reference output), then decode again with the
+  oracle, which commits exactly the positions already equal to the reference; every step is recorded.
+- `reference`: record the steps of the vanilla decode itself; labels are computed against its output
+  afterwards (one decode per prompt).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from learn2pd import __version__
+from learn2pd.decoding.engine import DecodeConfig, decode, decode_text
+from learn2pd.tasks.prompting import format_prompt, left_pad
+from learn2pd.tasks.suite import is_correct
+from learn2pd.traces import store
+
+MODES = ("oracle-replay", "reference")
+
+
+@dataclass
+class CollectConfig:
+    out: str = "outputs/traces/tiny"
+    model: str | None = None  # default: the embedded tiny dLLM
+    tasks: str = "train:suite"  # see learn2pd.tasks.loaders.load_problems
+    num_prompts: int = 2000
+    mode: str = "oracle-replay"
+    gen_length: int = 128
+    block_length: int = 32
+    steps: int | None = None
+    batch_size: int = 64
+    devices: int = 1
+    dtype: str = "float32"
+    device: str = "cpu"
+    seed: int = 0
+    question_field: str = "question"
+    answer_field: str = "answer"
+    split: str = "train"
+    decode: dict = field(default_factory=dict)  # unused keys of a YAML config land here
+
+    def decode_config(self) -> DecodeConfig:
+        return DecodeConfig(gen_length=self.gen_length, block_length=self.block_length, steps=self.steps,
+                            seed=self.seed)
+
+    def validate(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"unknown trace mode {self.mode!r}: choose from {', '.join(MODES)}")
+        if self.devices < 1 or self.batch_size < 1:
+            raise ValueError("devices and batch_size must be >= 1")
+        self.decode_config().validate()
+
+
+class StepRecorder:
+    """Engine observer: turns each step's state into rows of the `steps` table (vectorised per step)."""
+
+    def __init__(self, prompt_ids: list[int], block_length: int):
+        self.prompt_ids, self.blk = prompt_ids, block_length
+        self.columns: dict[str, list] = {k: [] for k in ("prompt_id", "block", "step", "block_start", "length",
+                                                         "confidence", "margin", "entropy", "token", "masked",
+                                                         "committed", "label", "_row")}
+
+    @torch.no_grad()
+    def __call__(self, state, commit, logits):
+        width = state.confidence.shape[1]
+        ar = torch.arange(self.blk, device=commit.device)
+        start = state.block.int().argmax(-1)
+        length = state.block.sum(-1)
+        valid = ar < length[:, None]
+        idx = (start[:, None] + ar).clamp(max=width - 1)
+
+        def take(t):
+            return t.gather(1, idx)
+
+        probs = logits.gather(1, idx[..., None].expand(-1, -1, logits.shape[-1])).float().softmax(-1)
+        top2 = probs.topk(2, dim=-1).values
+        entropy = -(probs * probs.clamp_min(1e-30).log()).sum(-1)
+        label = take(state.tokens == state.reference) if state.reference is not None else take(state.masked) & False
+        cols = {
+            "confidence": (take(state.confidence).float() * valid),
+            "margin": (top2[..., 0] - top2[..., 1]) * valid,
+            "entropy": entropy * valid,
+            "token": take(state.tokens) * valid,
+            "masked": take(state.masked) & valid,
+            "committed": take(commit) & valid,
+            "label": label & valid,
+        }
+        c = self.columns
+        rows = state.rows.tolist()
+        c["_row"] += rows
+        c["prompt_id"] += [self.prompt_ids[r] for r in rows]
+        c["block"] += (start // self.blk).tolist()
+        c["step"] += state.step_in_block.tolist()
+        c["block_start"] += start.tolist()
+        c["length"] += length.tolist()
+        for k, v in cols.items():
+            c[k] += v.tolist()
+
+    def relabel(self, references: torch.Tensor) -> None:
+        """Reference mode: label = the step's argmax equals the final output at that position."""
+        ref = references.tolist()
+        for i, (row, start, toks, length) in enumerate(zip(self.columns["_row"], self.columns["block_start"],
+                                                           self.columns["token"], self.columns["length"])):
+            final = ref[row][start:start + self.blk]
+            self.columns["label"][i] = [j < length and toks[j] == final[j] for j in range(self.blk)]
+
+    def table(self) -> dict:
+        return {k: v for k, v in self.columns.items() if not k.startswith("_")}
+
+
+def _config_hash(model) -> str:
+    return hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _prepare(cfg: CollectConfig):
+    from learn2pd.models.loading import load_model
+    from learn2pd.tasks.loaders import load_problems
+
+    problems = load_problems(cfg.tasks, cfg.num_prompts, cfg.question_field, cfg.answer_field, cfg.split)
+    model, tok, spec = load_model(cfg.model, cfg.dtype, cfg.device)
+    return problems, model, tok, spec
+
+
+def _collect_rank(cfg: CollectConfig, rank: int, world: int, progress: bool) -> None:
+    problems, model, tok, spec = _prepare(cfg)
+    out, dcfg = Path(cfg.out), cfg.decode_config()
+    encoded = [format_prompt(tok, p.prompt) for p in problems]
+    valid = [i for i in range(len(problems)) if _skip_reason(problems[i].prompt, encoded[i], dcfg, spec) is None]
+    mine = valid[rank::world]
+    done = store.done_prompt_ids(out)
+    # Fixed batches over this rank's prompts: a resumed run redoes whole unfinished batches only.
+    batches = [mine[i:i + cfg.batch_size] for i in range(0, len(mine), cfg.batch_size)]
+    todo = [b for b in batches if not set(b) <= done]
+    bar = tqdm(total=len(mine), initial=len(mine) - sum(len(b) for b in todo), desc=f"traces[{rank}]",
+               unit="prompt", disable=not progress)
+    device = next(model.parameters()).device
+    for batch in todo:
+        ids, mask = left_pad([encoded[i] for i in batch], spec.pad_id)
+        ids, mask = ids.to(device), mask.to(device)
+        recorder = StepRecorder(batch, dcfg.block_length)
+        if cfg.mode == "reference":
+            ref = decode(model, spec, ids, mask, "vanilla", dcfg, observer=recorder)
+            recorder.relabel(ref.sequences)
+        else:
+            ref = decode(model, spec, ids, mask, "vanilla", dcfg)
+            decode(model, spec, ids, mask, "oracle", dcfg, reference=ref.sequences, observer=recorder)
+        seqs = {k: [] for k in ("prompt_id", "prompt", "family", "prompt_ids", "reference", "end_position", "nfe",
+                                "correct")}
+        for row, i in enumerate(batch):
+            toks = ref.sequences[row].tolist()
+            end = next((j for j, t in enumerate(toks) if t in spec.end_ids), -1)
+            text = decode_text(tok, spec, ref.sequences[row].cpu())
+            for k, v in (("prompt_id", i), ("prompt", problems[i].prompt), ("family", problems[i].family),
+                         ("prompt_ids", encoded[i]), ("reference", toks), ("end_position", end),
+                         ("nfe", int(ref.nfe[row])), ("correct", is_correct(problems[i], text))):
+                seqs[k].append(v)
+        store.write_shard(out, rank, recorder.table(), seqs)
+        bar.update(len(batch))
+    bar.close()
+
+
+def _skip_reason(question: str, encoded: list[int], dcfg: DecodeConfig, spec) -> str | None:
+    if not question.strip():
+        return "empty prompt"
+    if spec.context_length and len(encoded) + dcfg.gen_length > spec.context_length:
+        return f"prompt of {len(encoded)} tokens + gen_length {dcfg.gen_length} exceeds context {spec.context_length}"
+    return None
+
+
+def _fabric_worker(fabric, cfg: CollectConfig, progress: bool) -> None:
+    torch.set_num_threads(1)
+    _collect_rank(cfg, fabric.global_rank, fabric.world_size, progress and fabric.global_rank == 0)
+
+
+def collect_traces(cfg: CollectConfig, progress: bool = True) -> Path:
+    """Collect traces into `cfg.out` (resumable); returns the merged dataset folder `cfg.out/traces`."""
+    cfg.validate()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    problems, model, tok, spec = _prepare(cfg)  # fail early on a bad model, task file or column
+    dcfg = cfg.decode_config()
+    skipped = []
+    for i, p in enumerate(problems):
+        reason = _skip_reason(p.prompt, format_prompt(tok, p.prompt), dcfg, spec)
+        if reason:
+            skipped.append({"prompt_id": i, "prompt": p.prompt, "reason": reason})
+    from learn2pd.evaluation.report import write_atomic
+
+    write_atomic(out / "skipped.jsonl", "".join(json.dumps(s) + "\n" for s in skipped))
+    start = time.perf_counter()
+    if cfg.devices > 1:
+        from lightning.fabric import Fabric
+
+        accelerator = "cpu" if cfg.device == "cpu" else "auto"
+        fabric = Fabric(accelerator=accelerator, devices=cfg.devices, strategy="ddp_spawn")
+        fabric.launch(_fabric_worker, cfg, progress)
+    else:
+        _collect_rank(cfg, 0, 1, progress)
+    metadata = {
+        "learn2pd_version": __version__, "model": str(cfg.model or "checkpoints/tiny-llada"),
+        "model_config_hash": _config_hash(model), "model_type": model.config.model_type,
+        "tokenizer": tok.name_or_path, "mask_id": spec.mask_id, "end_ids": list(spec.end_ids),
+        "mode": cfg.mode, "task": cfg.tasks, "num_prompts": len(problems), "skipped": len(skipped),
+        "seed": cfg.seed, "decoding": dataclasses.asdict(dcfg), "devices": cfg.devices,
+        "collect_seconds_last_run": round(time.perf_counter() - start, 2),
+    }
+    return store.merge(out, metadata)

@@ -1,0 +1,87 @@
+"""Shards on disk, written atomically, so a killed collection resumes without loss or duplicates.
+
+    OUT/shards/rank{r}-{k:05d}/   one DatasetDict per finished batch of prompts (temp name, then rename)
+    OUT/traces/                   the merged DatasetDict (`load_traces(OUT)`), with metadata.json
+    OUT/skipped.jsonl             prompts that were skipped, with the reason
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import datasets
+
+from learn2pd.traces.schema import SEQUENCE_FEATURES, STEP_FEATURES, check_schema
+
+
+datasets.disable_progress_bars()  # our own bar reports prompts/s; per-shard bars are noise
+
+
+def shard_dirs(out: Path) -> list[Path]:
+    root = out / "shards"
+    return sorted(p for p in root.glob("rank*-*") if p.is_dir() and not p.name.endswith(".tmp")) if root.is_dir() else []
+
+
+def done_prompt_ids(out: Path) -> set[int]:
+    ids: set[int] = set()
+    for shard in shard_dirs(out):
+        ids.update(datasets.load_from_disk(str(shard))["sequences"]["prompt_id"])
+    return ids
+
+
+def write_shard(out: Path, rank: int, steps: dict, sequences: dict) -> Path:
+    root = out / "shards"
+    root.mkdir(parents=True, exist_ok=True)
+    k = len(list(root.glob(f"rank{rank}-*")))
+    final = root / f"rank{rank}-{k:05d}"
+    while final.exists():
+        k += 1
+        final = root / f"rank{rank}-{k:05d}"
+    tmp = root / f"{final.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    dd = datasets.DatasetDict({"steps": datasets.Dataset.from_dict(steps, features=STEP_FEATURES),
+                               "sequences": datasets.Dataset.from_dict(sequences, features=SEQUENCE_FEATURES)})
+    dd.save_to_disk(str(tmp))
+    tmp.rename(final)
+    return final
+
+
+def merge(out: Path, metadata: dict) -> Path:
+    """Concatenate every shard, ordered by prompt id, into OUT/traces (atomically)."""
+    shards = [datasets.load_from_disk(str(s)) for s in shard_dirs(out)]
+    if not shards:
+        raise ValueError(f"no traces collected in {out}: every prompt was skipped (see skipped.jsonl)")
+    steps = datasets.concatenate_datasets([s["steps"] for s in shards])
+    sequences = datasets.concatenate_datasets([s["sequences"] for s in shards])
+    # One step row per (prompt, block, step): this order is unique, whatever the shard layout was.
+    dd = datasets.DatasetDict({"steps": steps.sort(["prompt_id", "block", "step"]),
+                               "sequences": sequences.sort("prompt_id")})
+    final, tmp = out / "traces", out / "traces.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    dd.save_to_disk(str(tmp))
+    (tmp / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    return final
+
+
+def load_traces(path: str | Path) -> datasets.DatasetDict:
+    """Load a traces dataset (a collection folder or its `traces/` folder), checking the schema."""
+    path = Path(path)
+    if (path / "traces").is_dir():
+        path = path / "traces"
+    if not path.is_dir():
+        raise FileNotFoundError(f"no traces at {path}: run `collect-traces` first")
+    ds = datasets.load_from_disk(str(path))
+    if not isinstance(ds, datasets.DatasetDict):
+        raise ValueError(f"{path} is a single dataset, not a learn2pd traces DatasetDict")
+    check_schema(ds, str(path))
+    return ds
+
+
+def read_metadata(path: str | Path) -> dict:
+    path = Path(path)
+    meta = (path / "traces" / "metadata.json") if (path / "traces").is_dir() else path / "metadata.json"
+    return json.loads(meta.read_text()) if meta.is_file() else {}

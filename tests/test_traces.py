@@ -1,0 +1,114 @@
+"""collect-traces: schema, labels, skipped prompts, resume after a kill, and 2-process collection."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from learn2pd.traces import CollectConfig, collect_traces, load_traces
+from learn2pd.traces.store import read_metadata, shard_dirs
+
+
+def _cfg(random_ckpt, out, **kw):
+    base = dict(out=str(out), model=str(random_ckpt), tasks="train:suite", num_prompts=6, gen_length=32,
+                block_length=16, batch_size=2)
+    return CollectConfig(**(base | kw))
+
+
+def _rows(ds):
+    return {t: ds[t].to_dict() for t in ("steps", "sequences")}
+
+
+def test_oracle_replay_schema_labels_and_metadata(random_ckpt, tmp_path):
+    path = collect_traces(_cfg(random_ckpt, tmp_path / "t"), progress=False)
+    ds = load_traces(tmp_path / "t")
+    steps, seqs = ds["steps"], ds["sequences"]
+    assert sorted(seqs["prompt_id"]) == list(range(6))
+    assert all(len(r) == 32 for r in seqs["reference"])
+    for row in steps.select(range(min(40, len(steps)))):
+        assert len(row["confidence"]) == 16 and row["length"] == 16
+        committed = [c for c, m in zip(row["committed"], row["masked"]) if c]
+        assert all(committed) and all(0 <= c <= 1 for c in row["confidence"])
+        # the oracle commits correct positions (or one forced position when none is correct)
+        n_correct_committed = sum(c and lab for c, lab in zip(row["committed"], row["label"]))
+        assert n_correct_committed == sum(row["committed"]) or sum(row["committed"]) == 1
+        assert all(m >= 0 for m in row["margin"]) and all(e >= 0 for e in row["entropy"])
+    # every block of every prompt is recorded and the oracle needs fewer steps than vanilla
+    per_prompt = {}
+    for pid, block in zip(steps["prompt_id"], steps["block"]):
+        per_prompt.setdefault(pid, set()).add(block)
+    assert all(b == {0, 1} for b in per_prompt.values())
+    assert len(steps) < sum(seqs["nfe"])
+    meta = read_metadata(path)
+    assert meta["mode"] == "oracle-replay" and meta["decoding"]["gen_length"] == 32 and meta["model_config_hash"]
+
+
+def test_reference_mode_records_vanilla_steps(random_ckpt, tmp_path):
+    collect_traces(_cfg(random_ckpt, tmp_path / "r", mode="reference", num_prompts=3), progress=False)
+    ds = load_traces(tmp_path / "r")
+    assert len(ds["steps"]) == sum(ds["sequences"]["nfe"]) == 3 * 32  # one row per vanilla step
+    last = [r for r in ds["steps"] if r["step"] == 15]
+    # at a block's last step the one remaining masked position is committed, and it is final by definition
+    assert all(sum(r["masked"]) == 1 and r["label"][r["masked"].index(True)] for r in last)
+
+
+def test_resume_after_kill_gives_identical_dataset(random_ckpt, tmp_path):
+    whole = collect_traces(_cfg(random_ckpt, tmp_path / "a"), progress=False)
+    collect_traces(_cfg(random_ckpt, tmp_path / "b"), progress=False)
+    shards = shard_dirs(tmp_path / "b")
+    assert len(shards) == 3
+    # simulate a kill: the last batch never finished (half-written temp shard), no merged output
+    shutil.rmtree(shards[-1])
+    shutil.rmtree(tmp_path / "b" / "traces")
+    (tmp_path / "b" / "shards" / f"{shards[-1].name}.tmp").mkdir()
+    resumed = collect_traces(_cfg(random_ckpt, tmp_path / "b"), progress=False)
+    assert _rows(load_traces(resumed)) == _rows(load_traces(whole))
+    assert len(shard_dirs(tmp_path / "b")) == 3  # nothing duplicated
+
+
+def test_bad_prompts_are_skipped_and_listed(random_ckpt, tmp_path):
+    tasks = tmp_path / "t.jsonl"
+    tasks.write_text("\n".join(json.dumps(r) for r in [
+        {"question": "rev ab", "answer": "ba"}, {"question": "", "answer": "x"},
+        {"question": "rev " + "a" * 90, "answer": "a"}, {"question": "sort 2 1", "answer": "1 2"}]) + "\n")
+    collect_traces(_cfg(random_ckpt, tmp_path / "s", tasks=str(tasks)), progress=False)
+    skipped = [json.loads(line) for line in (tmp_path / "s" / "skipped.jsonl").read_text().splitlines()]
+    assert [s["prompt_id"] for s in skipped] == [1, 2]
+    assert "empty" in skipped[0]["reason"] and "exceeds context" in skipped[1]["reason"]
+    assert load_traces(tmp_path / "s")["sequences"]["prompt_id"] == [0, 3]
+
+
+def test_clear_errors(random_ckpt, tmp_path):
+    with pytest.raises(ValueError, match="unknown trace mode"):
+        collect_traces(_cfg(random_ckpt, tmp_path / "x", mode="greedy"))
+    with pytest.raises(FileNotFoundError, match="collect-traces"):
+        load_traces(tmp_path / "nothing")
+
+
+def test_two_processes_match_one(random_ckpt, tmp_path):
+    one = load_traces(collect_traces(_cfg(random_ckpt, tmp_path / "one"), progress=False))
+    two = load_traces(collect_traces(_cfg(random_ckpt, tmp_path / "two", devices=2), progress=False))
+    assert {p.name.split("-")[0] for p in shard_dirs(tmp_path / "two")} == {"rank0", "rank1"}
+    # Ranks batch other prompts together (other left padding): decisions are identical, floats equal
+    # to float32 rounding.
+    a, b = _rows(two), _rows(one)
+    assert a["sequences"] == b["sequences"]
+    for col, values in b["steps"].items():
+        if col in ("confidence", "margin", "entropy"):
+            assert np.allclose(np.array(a["steps"][col]), np.array(values), atol=1e-5), col
+        else:
+            assert a["steps"][col] == values, col
+
+
+def test_cli_config_and_overrides(random_ckpt, tmp_path, capsys):
+    from learn2pd.traces.cli import build_config, main
+
+    cfg = build_config(["--config", "configs/collect/tiny.yaml", "--num-prompts", "4", "--mode", "reference"])
+    assert cfg.num_prompts == 4 and cfg.mode == "reference" and cfg.gen_length == 128
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("num_promts: 3\n")
+    assert main(["--config", str(bad)]) == 2
+    assert "unknown keys ['num_promts']" in capsys.readouterr().err
+    assert main(["--model", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
+    assert "no model folder" in capsys.readouterr().err
