@@ -1,0 +1,128 @@
+"""Filter networks, saved as `config.json` + `model.safetensors`.
+
+- `Learn2PDFilter` (the published baseline): the block's confidences in position order ->
+  Linear(L, H) -> ReLU -> Linear(H, L): one logit per position (2,112 parameters at L = H = 32).
+- `PositionwiseFilter` (ours): per-position features, a small 1-D convolution over the block for
+  context, then a per-position MLP. Works for any block length.
+- `EoTPredictor`: same shape as the positionwise filter; its logit says "the answer has ended at or
+  before this position".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from learn2pd.filters.features import FEATURES
+
+KINDS = ("learn2pd", "positionwise", "eot")
+
+
+@dataclass
+class FilterConfig:
+    kind: str = "learn2pd"  # learn2pd | positionwise | eot
+    block_length: int = 32
+    hidden: int = 32
+    layers: int = 2
+    kernel: int = 5
+    features: list[str] = field(default_factory=lambda: ["confidence"])
+    threshold: float = 0.96  # inference acceptance threshold (Learn2PD: 0.96 LLaDA, 0.9 Dream)
+    model_type: str | None = None  # the dLLM the filter was trained on (checked at load time)
+    model_config_hash: str | None = None
+    training: dict = field(default_factory=dict)  # metrics and settings of the run that made it
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown filter kind {self.kind!r}: choose from {', '.join(KINDS)}")
+        bad = [f for f in self.features if f not in FEATURES]
+        if bad:
+            raise ValueError(f"unknown filter features {bad}: choose from {', '.join(FEATURES)}")
+        if self.kind == "learn2pd" and self.features != ["confidence"]:
+            raise ValueError("the learn2pd filter reads confidences only; use kind 'positionwise' for more features")
+
+
+class FilterModule(nn.Module):
+    config: FilterConfig
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write config.json and model.safetensors into `directory` (temp folder, then rename)."""
+        directory = Path(directory)
+        tmp = directory.with_name(directory.name + ".tmp")
+        tmp.mkdir(parents=True, exist_ok=True)
+        (tmp / "config.json").write_text(json.dumps(dataclasses.asdict(self.config), indent=2) + "\n")
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()},
+                  str(tmp / "model.safetensors"))
+        if directory.exists():
+            for f in directory.iterdir():
+                f.unlink()
+            directory.rmdir()
+        tmp.rename(directory)
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, map_location: str = "cpu"):
+        return load_filter(directory, map_location)
+
+
+class Learn2PDFilter(FilterModule):
+    def __init__(self, config: FilterConfig):
+        super().__init__()
+        self.config = config
+        L, H = config.block_length, config.hidden
+        layers: list[nn.Module] = [nn.Linear(L, H)]
+        for _ in range(config.layers - 2):
+            layers += [nn.ReLU(), nn.Linear(H, H)]
+        layers += [nn.ReLU(), nn.Linear(H, L)] if config.layers >= 2 else []
+        if config.layers == 1:
+            layers = [nn.Linear(L, L)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        """feats [N, L, 1] (confidences) -> logits [N, L]."""
+        if feats.shape[1] != self.config.block_length:
+            raise ValueError(f"this filter was trained for blocks of {self.config.block_length}, got {feats.shape[1]}")
+        return self.net(feats[..., 0])
+
+
+class PositionwiseFilter(FilterModule):
+    def __init__(self, config: FilterConfig):
+        super().__init__()
+        self.config = config
+        F_in, H = len(config.features), config.hidden
+        self.context = nn.Conv1d(F_in, H, config.kernel, padding=config.kernel // 2)
+        blocks: list[nn.Module] = [nn.Linear(H + F_in, H), nn.ReLU()]
+        for _ in range(config.layers - 2):
+            blocks += [nn.Linear(H, H), nn.ReLU()]
+        blocks.append(nn.Linear(H, 1))
+        self.head = nn.Sequential(*blocks)
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        """feats [N, L, F] -> logits [N, L] (any L)."""
+        ctx = torch.relu(self.context(feats.transpose(1, 2))).transpose(1, 2)
+        return self.head(torch.cat([ctx, feats], -1))[..., 0]
+
+
+class EoTPredictor(PositionwiseFilter):
+    pass
+
+
+def build_filter(config: FilterConfig) -> FilterModule:
+    return {"learn2pd": Learn2PDFilter, "positionwise": PositionwiseFilter, "eot": EoTPredictor}[config.kind](config)
+
+
+def load_filter(directory: str | os.PathLike, map_location: str = "cpu") -> FilterModule:
+    directory = Path(directory)
+    cfg_file = directory / "config.json"
+    if not cfg_file.is_file():
+        raise FileNotFoundError(f"no filter at {directory} (config.json missing): train one with `train-filter`")
+    config = FilterConfig(**json.loads(cfg_file.read_text()))
+    module = build_filter(config)
+    module.load_state_dict(load_file(str(directory / "model.safetensors"), device=map_location))
+    return module.eval()

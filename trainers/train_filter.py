@@ -1,0 +1,229 @@
+"""Train the Learn2PD filter (or a variant) and the End-of-Text predictor on decoding traces.
+
+    train-filter --config configs/filter/tiny.yaml [--key value ...]
+
+The module holds the math (BCE with logits, false accepts optionally weighted up), the data module
+holds the traces (split by prompt, 80/10/10), the best epoch by validation loss is exported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+import yaml
+from torch.utils.data import DataLoader, TensorDataset
+from torchmetrics.functional.classification import binary_auroc
+
+from learn2pd.filters.data import split_prompts, trace_tensors
+from learn2pd.filters.models import FilterConfig, build_filter
+from learn2pd.traces.store import load_traces, read_metadata
+
+
+@dataclass
+class TrainFilterConfig:
+    traces: str = "outputs/traces/tiny"
+    out: str = "checkpoints/tiny-llada-filter"
+    filter: dict = field(default_factory=lambda: {"kind": "learn2pd"})
+    target: str = "filter"  # filter | eot
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    epochs: int = 30
+    batch_size: int = 4096
+    false_accept_weight: float = 1.0  # >1 penalises accepting a wrong token more than rejecting a right one
+    seed: int = 0
+    wandb: bool = True
+    wandb_project: str = "learn2pd"
+    log_dir: str = "runs/filter"
+
+
+def _metrics(logits, labels, threshold) -> dict:
+    prob = torch.sigmoid(logits)
+    pred = prob > threshold
+    tp = (pred & labels).sum().item()
+    fp = (pred & ~labels).sum().item()
+    fn = (~pred & labels).sum().item()
+    tn = (~pred & ~labels).sum().item()
+    auroc = binary_auroc(prob, labels.long()).item() if 0 < labels.sum() < len(labels) else float("nan")
+    return {"auroc": auroc, "precision": tp / max(tp + fp, 1), "recall": tp / max(tp + fn, 1),
+            "false_accept_rate": fp / max(fp + tn, 1)}
+
+
+class FilterDataModule(L.LightningDataModule):
+    def __init__(self, traces: str, features: list[str], block_length: int, target: str, batch_size: int, seed: int):
+        super().__init__()
+        self.path, self.features, self.block_length = traces, features, block_length
+        self.target, self.batch_size, self.seed = target, batch_size, seed
+
+    def setup(self, stage=None):
+        if hasattr(self, "splits"):
+            return
+        ds = load_traces(self.path)
+        meta = read_metadata(self.path)
+        L_traces = len(ds["steps"][0]["confidence"])
+        if L_traces != self.block_length:
+            raise ValueError(f"traces in {self.path} have blocks of {L_traces}, the filter expects "
+                             f"{self.block_length}: set filter.block_length: {L_traces}")
+        self.meta = meta
+        gen_length = meta.get("decoding", {}).get("gen_length") or max(ds["sequences"]["end_position"]) + 1
+        t = trace_tensors(ds, self.features, gen_length, meta.get("end_ids", [1]))
+        label = t["eot_label"] if self.target == "eot" else t["label"]
+        # The filter is judged where it acts: still-masked positions. The EoT predictor on all valid ones.
+        mask = t["loss_mask"] if self.target == "filter" else (t["features"].abs().sum(-1) > 0)
+        split = split_prompts(t["prompt_id"].tolist(), self.seed)
+        self.splits = {}
+        for name, ids in split.items():
+            rows = torch.tensor([int(p) in ids for p in t["prompt_id"].tolist()])
+            self.splits[name] = TensorDataset(t["features"][rows], label[rows], mask[rows])
+        if len(self.splits["train"]) == 0 or len(self.splits["val"]) == 0:
+            raise ValueError(f"traces in {self.path} are too few to split by prompt: collect more prompts")
+
+    def train_dataloader(self):
+        return DataLoader(self.splits["train"], batch_size=self.batch_size, shuffle=True,
+                          generator=torch.Generator().manual_seed(self.seed))
+
+    def val_dataloader(self):
+        return DataLoader(self.splits["val"], batch_size=len(self.splits["val"]))
+
+    def test_dataloader(self):
+        return DataLoader(self.splits["test"], batch_size=max(len(self.splits["test"]), 1))
+
+
+class FilterModule(L.LightningModule):
+    def __init__(self, filter_config: dict, lr: float, weight_decay: float, false_accept_weight: float):
+        super().__init__()
+        self.save_hyperparameters()
+        self.fcfg = FilterConfig(**filter_config)
+        self.net = build_filter(self.fcfg)
+
+    def _loss(self, batch):
+        feats, labels, mask = batch
+        logits = self.net(feats)
+        weight = torch.where(labels, 1.0, self.hparams.false_accept_weight) * mask
+        loss = (F.binary_cross_entropy_with_logits(logits, labels.float(), reduction="none") * weight).sum()
+        return loss / weight.sum().clamp_min(1), logits[mask], labels[mask]
+
+    def training_step(self, batch, _):
+        loss, _, _ = self._loss(batch)
+        self.log("train/loss", loss, prog_bar=True, on_epoch=True, on_step=False)
+        return loss
+
+    def _eval(self, batch, prefix):
+        loss, logits, labels = self._loss(batch)
+        self.log(f"{prefix}/loss", loss, prog_bar=True)
+        for k, v in _metrics(logits, labels, self.fcfg.threshold).items():
+            self.log(f"{prefix}/{k}", v, prog_bar=k == "auroc")
+
+    def validation_step(self, batch, _):
+        self._eval(batch, "val")
+
+    def test_step(self, batch, _):
+        self._eval(batch, "test")
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+
+
+class KeepBest(L.Callback):
+    """Keep the weights of the epoch with the lowest validation loss (in memory; exported at the end)."""
+
+    def __init__(self):
+        self.best, self.state = float("inf"), None
+
+    def on_validation_epoch_end(self, trainer, module):
+        loss = trainer.callback_metrics.get("val/loss")
+        if loss is not None and float(loss) < self.best and not trainer.sanity_checking:
+            self.best = float(loss)
+            self.state = {k: v.detach().clone() for k, v in module.net.state_dict().items()}
+
+
+def _loggers(cfg: TrainFilterConfig):
+    loggers = [L.pytorch.loggers.CSVLogger(cfg.log_dir, name=cfg.target)]
+    if cfg.wandb:
+        try:
+            import wandb  # noqa: F401
+        except ImportError:
+            raise ValueError("W&B logging needs `pip install wandb` (or set wandb: false)") from None
+        mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+        os.environ["WANDB_MODE"] = mode
+        loggers.append(L.pytorch.loggers.WandbLogger(project=cfg.wandb_project, save_dir=cfg.log_dir,
+                                                     name=f"{cfg.target}-{Path(cfg.out).name}", offline=mode == "offline"))
+    return loggers
+
+
+def train_filter(cfg: TrainFilterConfig, progress: bool = True) -> dict:
+    """Train, test on held-out prompts, export the best epoch to `cfg.out`; returns the test metrics."""
+    L.seed_everything(cfg.seed, verbose=False)
+    fcfg = FilterConfig(**({"kind": "eot"} if cfg.target == "eot" else {}) | cfg.filter)
+    data = FilterDataModule(cfg.traces, fcfg.features, fcfg.block_length, cfg.target, cfg.batch_size, cfg.seed)
+    data.setup()
+    fcfg.model_type = data.meta.get("model_type")
+    fcfg.model_config_hash = data.meta.get("model_config_hash")
+    module = FilterModule(dataclasses.asdict(fcfg), cfg.lr, cfg.weight_decay, cfg.false_accept_weight)
+    best = KeepBest()
+    loggers = _loggers(cfg)
+    trainer = L.Trainer(max_epochs=cfg.epochs, accelerator="cpu", logger=loggers, callbacks=[best],
+                        enable_checkpointing=False, enable_progress_bar=progress, enable_model_summary=False,
+                        log_every_n_steps=1, deterministic=True)
+    start = time.perf_counter()
+    trainer.fit(module, data)
+    seconds = time.perf_counter() - start
+    if best.state is not None:
+        module.net.load_state_dict(best.state)
+    test = trainer.test(module, data, verbose=False)[0]
+    module.net.config.training = {"traces": cfg.traces, "target": cfg.target, "epochs": cfg.epochs, "lr": cfg.lr,
+                                  "false_accept_weight": cfg.false_accept_weight, "train_seconds": round(seconds, 1),
+                                  "best_val_loss": best.best, **{k: float(v) for k, v in test.items()}}
+    module.net.save_pretrained(cfg.out)
+    for lg in loggers:
+        lg.finalize("success")
+    if cfg.wandb:
+        import wandb
+
+        wandb.finish()
+    return module.net.config.training
+
+
+def build_config(argv=None) -> TrainFilterConfig:
+    ap = argparse.ArgumentParser(prog="train-filter", description=__doc__.splitlines()[1])
+    ap.add_argument("--config")
+    fields = {f.name: f for f in dataclasses.fields(TrainFilterConfig)}
+    for name in fields:
+        ap.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None)
+    args = ap.parse_args(argv)
+    values = {}
+    if args.config:
+        path = Path(args.config)
+        if not path.is_file():
+            raise FileNotFoundError(f"no config file {args.config}: see configs/filter/tiny.yaml")
+        values = yaml.safe_load(path.read_text()) or {}
+        unknown = sorted(set(values) - set(fields))
+        if unknown:
+            raise ValueError(f"{args.config}: unknown keys {unknown}; known: {', '.join(fields)}")
+    for k, v in vars(args).items():
+        if k in fields and v is not None:
+            values[k] = yaml.safe_load(v)  # `--epochs 5`, `--filter "{kind: positionwise}"`
+    return TrainFilterConfig(**values)
+
+
+def main(argv=None) -> int:
+    try:
+        cfg = build_config(argv)
+        metrics = train_filter(cfg)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"train-filter: error: {str(err).splitlines()[0]}", file=sys.stderr)
+        return 2
+    print(f"exported {cfg.out}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.startswith("test/")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
