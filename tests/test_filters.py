@@ -1,0 +1,92 @@
+"""Filters and their trainer: shapes and parameter counts, save/load, features, training on traces."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from learn2pd.filters.data import split_prompts, stable_counts
+from learn2pd.filters.models import FilterConfig, build_filter, load_filter
+from learn2pd.traces import CollectConfig, collect_traces
+
+
+def test_learn2pd_filter_is_the_published_size():
+    net = build_filter(FilterConfig())
+    assert sum(p.numel() for p in net.parameters()) == 2112
+    assert net(torch.rand(5, 32, 1)).shape == (5, 32)
+    with pytest.raises(ValueError, match="blocks of 32"):
+        net(torch.rand(5, 16, 1))
+
+
+def test_positionwise_filter_any_block_length_and_roundtrip(tmp_path):
+    cfg = FilterConfig(kind="positionwise", features=["confidence", "margin", "masked", "pos_in_block"])
+    net = build_filter(cfg)
+    x = torch.rand(3, 20, 4)
+    net.save_pretrained(tmp_path / "f")
+    again = load_filter(tmp_path / "f")
+    assert torch.allclose(again(x), net(x))
+    assert json.loads((tmp_path / "f" / "config.json").read_text())["features"] == cfg.features
+    assert (tmp_path / "f" / "model.safetensors").is_file()
+
+
+def test_bad_filter_configs():
+    with pytest.raises(ValueError, match="unknown filter features"):
+        FilterConfig(kind="positionwise", features=["confidence", "vibes"])
+    with pytest.raises(ValueError, match="confidences only"):
+        FilterConfig(kind="learn2pd", features=["confidence", "margin"])
+    with pytest.raises(FileNotFoundError, match="train-filter"):
+        load_filter("/no/such/filter")
+
+
+def test_stable_counts_reset_on_change_and_new_block():
+    pid = np.array([0, 0, 0, 0, 1])
+    block = np.array([0, 0, 0, 1, 0])
+    step = np.array([0, 1, 2, 0, 0])
+    tok = np.array([[5, 7], [5, 8], [5, 8], [5, 8], [5, 8]])
+    assert stable_counts(pid, block, step, tok).tolist() == [[0, 0], [1, 0], [2, 1], [0, 0], [0, 0]]
+
+
+def test_split_is_by_prompt_and_deterministic():
+    ids = [i // 7 for i in range(700)]  # 100 prompts, 7 steps each
+    a, b = split_prompts(ids, 0), split_prompts(ids, 0)
+    assert a == b and not (a["train"] & a["val"]) and not (a["train"] & a["test"])
+    assert (len(a["train"]), len(a["val"]), len(a["test"])) == (80, 10, 10)
+
+
+@pytest.fixture(scope="module")
+def small_traces(random_ckpt, tmp_path_factory):
+    out = tmp_path_factory.mktemp("traces") / "t"
+    collect_traces(CollectConfig(out=str(out), model=str(random_ckpt), num_prompts=20, gen_length=32, block_length=16,
+                                 batch_size=10, mode="reference"), progress=False)
+    return out
+
+
+def test_train_filter_exports_logs_and_checks(small_traces, tmp_path, monkeypatch):
+    from trainers.train_filter import TrainFilterConfig, train_filter
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = TrainFilterConfig(traces=str(small_traces), out=str(tmp_path / "flt"), epochs=3, batch_size=64,
+                            filter={"kind": "learn2pd", "block_length": 16, "hidden": 16}, log_dir=str(tmp_path / "logs"))
+    metrics = train_filter(cfg, progress=False)
+    assert 0.0 <= metrics["test/auroc"] <= 1.0 and "test/false_accept_rate" in metrics
+    net = load_filter(tmp_path / "flt")
+    assert net.config.block_length == 16 and net.config.model_type == "llada"
+    assert net.config.training["epochs"] == 3
+    csv = next((tmp_path / "logs").rglob("metrics.csv")).read_text()
+    assert "val/auroc" in csv and "train/loss" in csv and "test/false_accept_rate" in csv
+    run = next((tmp_path / "logs").rglob("offline-run-*/*.wandb")).read_bytes()  # the offline W&B run
+    assert b"val/auroc" in run and b"test/false_accept_rate" in run
+    # a filter of another block length is refused with the fix named
+    bad = TrainFilterConfig(traces=str(small_traces), out=str(tmp_path / "x"), epochs=1, wandb=False,
+                            filter={"kind": "learn2pd", "block_length": 32})
+    with pytest.raises(ValueError, match="block_length: 16"):
+        train_filter(bad, progress=False)
+
+
+def test_train_filter_cli_errors(tmp_path, capsys):
+    from trainers.train_filter import main
+
+    assert main(["--traces", str(tmp_path / "none"), "--wandb", "false"]) == 2
+    assert "collect-traces" in capsys.readouterr().err
