@@ -123,6 +123,10 @@ def decode(
                           f"{spec.context_length} tokens: shorten the prompt or lower --gen-length")
     if getattr(policy, "needs_reference", False) and reference is None:
         raise DecodeError(f"policy {policy.name!r} needs reference tokens (run vanilla first)")
+    if hasattr(policy, "check"):
+        policy.check(cfg, spec)
+    if hasattr(policy, "reset"):
+        policy.reset(B, G, device)
     generator = torch.Generator(device=device).manual_seed(cfg.seed) if cfg.temperature > 0 or \
         cfg.remasking == "random" else None
     runner = ModelRunner(model, spec, cfg.cfg_scale)

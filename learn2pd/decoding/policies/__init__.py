@@ -69,11 +69,13 @@ def make_plan(spec: str | Policy | DecodingPlan) -> DecodingPlan:
         return spec
     if isinstance(spec, Policy):
         return DecodingPlan(spec)
-    policy, scheduler, eotp = None, None, False
+    policy, scheduler, eotp, learned = None, None, False, None
     for part in spec.split("+"):
         name, params = parse_policy(part)
         if name == "eotp" and not params:
             eotp = True
+        elif name == "learned":
+            learned = params
         elif name in SCHEDULERS:
             try:
                 scheduler = SCHEDULERS[name](**params)
@@ -83,6 +85,17 @@ def make_plan(spec: str | Policy | DecodingPlan) -> DecodingPlan:
             policy = make_policy(part)
         else:
             raise PolicySpecError(f"{spec!r} names two commit policies; combine one policy with adablock and/or eotp")
+    if learned is not None:
+        # `learned+localleap`: the other policy is the filter's fallback (default vanilla, as published).
+        from learn2pd.decoding.policies.learned import DEFAULT_EOT, LearnedPolicy
+
+        unknown = set(learned) - {"path", "threshold", "eot"}
+        if unknown:
+            raise PolicySpecError(f"bad parameters for 'learned' in {spec!r}: {sorted(unknown)}; "
+                                  "use path=, threshold=, eot=")
+        eot_path = learned.get("eot") or (DEFAULT_EOT if eotp and DEFAULT_EOT.is_dir() else None)
+        policy = LearnedPolicy.from_pretrained(learned.get("path"), learned.get("threshold"), policy,
+                                               eot_path=eot_path)
     if policy is None:
         # AdaBlock alone is AdaBlock on threshold decoding (tau 0.9), as published.
         policy = ThresholdPolicy(0.9)

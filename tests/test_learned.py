@@ -1,0 +1,83 @@
+"""The learned policy: published semantics at the extremes, fallbacks, stability tracking, checks."""
+
+import pytest
+import torch
+
+from learn2pd.decoding.engine import DecodeConfig, decode
+from learn2pd.decoding.policies import make_plan
+from learn2pd.decoding.policies.learned import LearnedPolicy
+from learn2pd.filters.models import FilterConfig, build_filter
+from learn2pd.models import LLaDAConfig, LLaDAModelLM
+from learn2pd.models.spec import ModelSpec
+
+SPEC = ModelSpec("llada", 0, 1, 1, (1,), (5,))
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    cfg = LLaDAConfig(d_model=32, n_heads=2, n_layers=2, mlp_hidden_size=64, vocab_size=20, embedding_size=20,
+                      mask_token_id=0, eos_token_id=1, pad_token_id=1, eot_token_id=None, init_std=1.0)
+    return LLaDAModelLM(cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def filters(tmp_path_factory):
+    root = tmp_path_factory.mktemp("filters")
+    torch.manual_seed(0)
+    build_filter(FilterConfig(block_length=8, hidden=8, model_type="llada")).save_pretrained(root / "l2pd")
+    build_filter(FilterConfig(kind="positionwise", block_length=8, hidden=8, model_type="llada",
+                              features=["confidence", "margin", "stable", "masked"])).save_pretrained(root / "pw")
+    build_filter(FilterConfig(block_length=8, hidden=8, model_type="Dream")).save_pretrained(root / "dream")
+    return root
+
+
+def _run(model, plan, n=3, gen=32, blk=8):
+    torch.manual_seed(1)
+    ids = torch.randint(2, 20, (n, 6))
+    return decode(model, SPEC, ids, torch.ones_like(ids), plan, DecodeConfig(gen_length=gen, block_length=blk))
+
+
+def test_filter_that_never_accepts_is_vanilla(model, filters):
+    van = _run(model, "vanilla")
+    lrn = _run(model, f"learned:path={filters / 'l2pd'},threshold=1.0")
+    assert torch.equal(lrn.sequences, van.sequences) and torch.equal(lrn.nfe, van.nfe)
+
+
+def test_filter_that_accepts_everything_finishes_each_block_in_one_step(model, filters):
+    out = _run(model, f"learned:path={filters / 'l2pd'},threshold=0.0")
+    assert out.nfe.tolist() == [4, 4, 4]  # 32 / 8 blocks, one forward each
+
+
+def test_fallbacks_add_what_the_filter_misses(model, filters):
+    never = f"learned:path={filters / 'l2pd'},threshold=1.0"
+    for fb in ("threshold:tau=0.5", "localleap"):
+        alone, with_filter = _run(model, fb), _run(model, f"{never}+{fb}")
+        assert torch.equal(alone.sequences, with_filter.sequences) and torch.equal(alone.nfe, with_filter.nfe)
+
+
+def test_stability_feature_tracks_unchanged_predictions(model, filters):
+    policy = make_plan(f"learned:path={filters / 'pw'},threshold=0.99").policy
+    out = _run(model, policy)
+    assert int(policy._stable.max()) > 0  # some prediction stayed put for several steps
+    assert out.nfe.min() >= 4
+
+
+def test_batch_rows_equal_single_rows(model, filters):
+    plan = f"learned:path={filters / 'pw'},threshold=0.6+localleap+eotp"
+    batch = _run(model, plan, n=3)
+    torch.manual_seed(1)
+    ids = torch.randint(2, 20, (3, 6))
+    for i in range(3):
+        one = decode(model, SPEC, ids[i:i + 1], torch.ones(1, 6, dtype=torch.long), plan,
+                     DecodeConfig(gen_length=32, block_length=8))
+        assert one.sequences[0].tolist() == batch.sequences[i].tolist() and int(one.nfe[0]) == int(batch.nfe[i])
+
+
+def test_mismatched_filters_are_refused(model, filters):
+    with pytest.raises(ValueError, match="blocks of 8"):
+        _run(model, f"learned:path={filters / 'l2pd'}", blk=16)
+    with pytest.raises(ValueError, match="trained on a 'Dream' model"):
+        _run(model, f"learned:path={filters / 'dream'}")
+    with pytest.raises(FileNotFoundError, match="train-filter"):
+        LearnedPolicy.from_pretrained(filters / "missing")
