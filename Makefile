@@ -18,9 +18,7 @@ test: install
 	$(PY) -m pytest
 
 demo: install
-	$(VENV)/bin/learn2pd evaluate --tasks suite --num-samples 300 \
-	  --policies vanilla,threshold:tau=0.9,threshold:tau=0.7,threshold:tau=0.5,factor:factor=1.0 \
-	  --gen-length 128 --block-length 32 --output $(DEMO_OUT)/results.json
+	$(VENV)/bin/learn2pd demo --out $(DEMO_OUT)
 
 tiny-model: install
 	$(PY) -m trainers.pretrain_tiny --config configs/pretrain/tiny.yaml

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from learn2pd import __version__
 
@@ -91,6 +90,13 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_demo(args) -> int:
+    from learn2pd.demo import run_demo
+
+    run_demo(args.out, args.num_traces, args.num_samples, dtype=args.dtype, progress=not args.quiet)
+    return 0
+
+
 def torch_seed(seed: int) -> None:
     import torch
 
@@ -120,6 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--quiet", action="store_true")
     _decode_args(e)
     e.set_defaults(func=cmd_evaluate)
+
+    d = sub.add_parser("demo", help="end to end on the embedded tiny dLLM: traces, filter, evaluation")
+    d.add_argument("--out", default="outputs/demo")
+    d.add_argument("--num-traces", type=int, default=256)
+    d.add_argument("--num-samples", type=int, default=200)
+    d.add_argument("--dtype", default="float32")
+    d.add_argument("--quiet", action="store_true")
+    d.set_defaults(func=cmd_demo)
     return ap
 
 

@@ -28,7 +28,7 @@ from learn2pd.models.configuration_llada import LLaDAConfig
 from learn2pd.models.modeling_llada import LLaDAModelLM
 from learn2pd.models.tokenizer import build_char_tokenizer
 from learn2pd.tasks.prompting import format_prompt, left_pad
-from learn2pd.tasks.suite import FAMILIES, heldout_problems, is_correct, train_problems
+from learn2pd.tasks.suite import FAMILIES, train_problems
 
 
 class TaskBatches(IterableDataset):

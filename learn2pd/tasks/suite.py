@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 FAMILIES = ("arith", "sort", "rev")
 TRAIN_SEED = 0
@@ -90,13 +90,13 @@ def _stream(family: str, seed: int):
         yield GENERATORS[family](rng)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _heldout_pool(family: str) -> tuple[Problem, ...]:
     stream = _stream(family, HELDOUT_SEED)
     return tuple(next(stream) for _ in range(HELDOUT_POOL))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _heldout_prompts(family: str) -> frozenset[str]:
     return frozenset(p.prompt for p in _heldout_pool(family))
 

@@ -15,7 +15,6 @@ import datasets
 
 from learn2pd.traces.schema import SEQUENCE_FEATURES, STEP_FEATURES, check_schema
 
-
 datasets.disable_progress_bars()  # our own bar reports prompts/s; per-shard bars are noise
 
 

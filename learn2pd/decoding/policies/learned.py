@@ -40,6 +40,7 @@ class LearnedPolicy(Policy):
         self.needs_logits = bool(feats & LOGIT_FEATURES)
         self._prev = self._stable = None
         self._accepted: torch.Tensor | None = None
+        self._end_ids = torch.tensor([], dtype=torch.long)
 
     @classmethod
     def from_pretrained(cls, path=None, threshold: float | None = None, fallback: Policy | str | None = None,
@@ -59,6 +60,7 @@ class LearnedPolicy(Policy):
 
     def check(self, cfg, spec) -> None:
         _check(self.filter.config, "(loaded filter)", spec.family, cfg.block_length)
+        self._end_ids = torch.tensor(spec.end_ids)
 
     def reset(self, batch: int, width: int, device) -> None:
         self._prev = torch.full((batch, width), -1, dtype=torch.long, device=device)
@@ -76,7 +78,7 @@ class LearnedPolicy(Policy):
         take = lambda t: t.gather(1, idx)  # noqa: E731
         kw = dict(confidence=take(state.confidence).float(), masked=take(state.masked), stable=take(stable),
                   length=length, block_start=start, gen_length=state.confidence.shape[1],
-                  is_end=torch.zeros_like(idx, dtype=torch.bool))
+                  is_end=torch.isin(take(state.tokens), self._end_ids.to(idx.device)))
         if LOGIT_FEATURES & set(names):
             probs = state.logits.gather(1, idx[..., None].expand(-1, -1, state.logits.shape[-1])).float().softmax(-1)
             top2 = probs.topk(2, dim=-1).values

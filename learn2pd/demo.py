@@ -1,0 +1,63 @@
+"""The end-to-end job on the embedded tiny dLLM: traces -> filter + EoT predictor -> every policy.
+
+    learn2pd demo [--out outputs/demo] [--num-traces 256] [--num-samples 200]
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from learn2pd.decoding.engine import DecodeConfig
+from learn2pd.evaluation.report import markdown_table, plot_pareto, write_atomic, write_json
+from learn2pd.evaluation.runner import evaluate
+from learn2pd.models.loading import load_model
+from learn2pd.tasks.loaders import load_problems
+from learn2pd.traces import CollectConfig, collect_traces
+
+TRAINING_FREE = ["vanilla", "vanilla+eotp", "threshold:tau=0.9+eotp", "threshold:tau=0.7+eotp",
+                 "threshold:tau=0.5+eotp", "localleap+eotp", "localleap:kappa=0.8,tau=0.6+eotp", "adablock+eotp",
+                 "threshold:tau=0.7+adablock+eotp"]
+
+
+def learned_plans(filter_dir: Path, eot_dir: Path) -> list[str]:
+    f, e = f"path={filter_dir}", f"eot={eot_dir}"
+    return [f"learned:{f},{e}+eotp", f"learned:{f},threshold=0.9,{e}+eotp", f"learned:{f},{e}+localleap+eotp",
+            f"learned:{f},{e}+threshold:tau=0.7+eotp", "oracle+eotp"]
+
+
+def run_demo(out: str = "outputs/demo", num_traces: int = 256, num_samples: int = 200, gen_length: int = 128,
+             block_length: int = 32, batch_size: int = 64, dtype: str = "float32", progress: bool = True) -> dict:
+    from trainers.train_filter import TrainFilterConfig, train_filter
+
+    out_dir = Path(out)
+    t0 = time.perf_counter()
+    say = print if progress else (lambda *a, **k: None)
+    say(f"[1/3] collecting oracle-replay traces of {num_traces} training problems")
+    traces = collect_traces(CollectConfig(out=str(out_dir / "traces"), num_prompts=num_traces, gen_length=gen_length,
+                                          block_length=block_length, batch_size=batch_size, dtype=dtype), progress)
+    say(f"[2/3] training the Learn2PD filter and the End-of-Text predictor (W&B offline, CSV) on {traces}")
+    common = dict(traces=str(out_dir / "traces"), log_dir=str(out_dir / "logs"), epochs=30)
+    filt = train_filter(TrainFilterConfig(out=str(out_dir / "filter"), target="filter",
+                                          filter={"kind": "learn2pd", "block_length": block_length}, **common),
+                        progress)
+    eot = train_filter(TrainFilterConfig(out=str(out_dir / "eot"), target="eot", filter={
+        "kind": "eot", "block_length": block_length, "features": ["confidence", "is_end", "pos_in_block",
+                                                                  "pos_in_answer"]}, **common), progress)
+    say(f"      filter test AUROC {filt['test/auroc']:.3f}, EoT test AUROC {eot['test/auroc']:.3f}")
+    say(f"[3/3] evaluating {len(TRAINING_FREE) + 5} plans on {num_samples} held-out problems")
+    model, tok, spec = load_model(dtype=dtype)
+    plans = TRAINING_FREE + learned_plans(out_dir / "filter", out_dir / "eot")
+    report = evaluate(model, tok, spec, load_problems("suite", num_samples), plans,
+                      DecodeConfig(gen_length=gen_length, block_length=block_length), batch_size, progress)
+    report["config"] = {"num_traces": num_traces, "num_samples": num_samples, "gen_length": gen_length,
+                        "block_length": block_length, "dtype": dtype, "filter": filt, "eot": eot}
+    table = markdown_table(report["results"])
+    print(table)
+    results = write_json(out_dir / "results.json", report)
+    write_atomic(out_dir / "results.md", table + "\n")
+    plot = plot_pareto(report["results"], out_dir / "results.png")
+    say(f"done in {time.perf_counter() - t0:.0f}s. Files:\n  traces  {traces}\n  filter  {out_dir / 'filter'}\n"
+        f"  eot     {out_dir / 'eot'}\n  logs    {out_dir / 'logs'} (CSV; W&B offline run under wandb/)\n"
+        f"  results {results}, {out_dir / 'results.md'}, {plot}")
+    return report
