@@ -24,7 +24,7 @@ tiny-model: install
 	$(PY) -m trainers.pretrain_tiny --config configs/pretrain/tiny.yaml
 
 lint: install
-	$(VENV)/bin/ruff check learn2pd trainers tests
+	$(VENV)/bin/ruff check learn2pd trainers tests benchmarks
 
 clean:
 	rm -rf $(VENV) outputs runs

@@ -68,7 +68,8 @@ def test_train_filter_exports_logs_and_checks(small_traces, tmp_path, monkeypatc
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     cfg = TrainFilterConfig(traces=str(small_traces), out=str(tmp_path / "flt"), epochs=3, batch_size=64,
-                            filter={"kind": "learn2pd", "block_length": 16, "hidden": 16}, log_dir=str(tmp_path / "logs"))
+                            filter={"kind": "learn2pd", "block_length": 16, "hidden": 16},
+                            log_dir=str(tmp_path / "logs"))
     metrics = train_filter(cfg, progress=False)
     assert 0.0 <= metrics["test/auroc"] <= 1.0 and "test/false_accept_rate" in metrics
     net = load_filter(tmp_path / "flt")

@@ -89,7 +89,8 @@ def test_adablock_matches_reference_loop(peaky, tau_d):
     first = peaky(torch.cat([prompt, torch.full((1, 32), MASK)], 1)).logits[0, 5:].argmax(-1)
     delim = int(first.mode().values)
     want, want_nfe, blocks = adablock_reference(peaky, prompt, 32, 8, MASK, (delim,), tau_d, tau=0.5)
-    out = decode(peaky, _spec((delim,)), prompt, torch.ones_like(prompt), f"threshold:tau=0.5+adablock:b0=8,tau_d={tau_d}",
+    plan = f"threshold:tau=0.5+adablock:b0=8,tau_d={tau_d}"
+    out = decode(peaky, _spec((delim,)), prompt, torch.ones_like(prompt), plan,
                  DecodeConfig(gen_length=32, block_length=8))
     assert out.sequences[0].tolist() == want.tolist()
     assert int(out.nfe[0]) == want_nfe

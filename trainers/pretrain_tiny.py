@@ -141,8 +141,8 @@ def main(argv=None):
         module.model.load_state_dict(LLaDAModelLM.from_pretrained(args.init_from).state_dict())
         print(f"initialised from {args.init_from}")
     print(f"tiny LLaDA: {module.model.num_parameters_millions():.2f}M parameters")
-    data = DataLoader(TaskBatches(tok, cfg["gen_lengths"], cfg["batch_size"], cfg.get("families", FAMILIES), cfg["seed"]),
-                      batch_size=1)
+    batches = TaskBatches(tok, cfg["gen_lengths"], cfg["batch_size"], cfg.get("families", FAMILIES), cfg["seed"])
+    data = DataLoader(batches, batch_size=1)
     trainer = L.Trainer(max_steps=cfg["max_steps"], accelerator="auto", devices=1, logger=L.pytorch.loggers.CSVLogger(
         cfg.get("log_dir", "runs/pretrain")), enable_checkpointing=False, gradient_clip_val=1.0,
         precision=cfg.get("precision", "32-true"), log_every_n_steps=20,

@@ -154,8 +154,9 @@ def _loggers(cfg: TrainFilterConfig):
             raise ValueError("W&B logging needs `pip install wandb` (or set wandb: false)") from None
         mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
         os.environ["WANDB_MODE"] = mode
-        loggers.append(L.pytorch.loggers.WandbLogger(project=cfg.wandb_project, save_dir=cfg.log_dir,
-                                                     name=f"{cfg.target}-{Path(cfg.out).name}", offline=mode == "offline"))
+        name = f"{cfg.target}-{Path(cfg.out).name}"
+        loggers.append(L.pytorch.loggers.WandbLogger(project=cfg.wandb_project, save_dir=cfg.log_dir, name=name,
+                                                     offline=mode == "offline"))
     return loggers
 
 

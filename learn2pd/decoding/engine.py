@@ -39,11 +39,13 @@ class DecodeConfig:
         if self.gen_length <= 0 or self.block_length <= 0:
             raise DecodeError(f"gen_length ({self.gen_length}) and block_length ({self.block_length}) must be > 0")
         if self.gen_length % self.block_length:
+            fit = self.gen_length // self.block_length * self.block_length or self.block_length
             raise DecodeError(f"gen_length {self.gen_length} is not a multiple of block_length {self.block_length}: "
-                              f"pick e.g. --gen-length {self.gen_length // self.block_length * self.block_length or self.block_length}")
+                              f"pick e.g. --gen-length {fit}")
         num_blocks = self.gen_length // self.block_length
         if self.total_steps % num_blocks or self.total_steps <= 0:
-            raise DecodeError(f"steps {self.total_steps} must be a positive multiple of the number of blocks ({num_blocks})")
+            raise DecodeError(f"steps {self.total_steps} must be a positive multiple of the number of blocks "
+                              f"({num_blocks})")
         if self.remasking not in ("low_confidence", "random"):
             raise DecodeError(f"remasking must be 'low_confidence' or 'random', got {self.remasking!r}")
         if self.temperature < 0:

@@ -14,13 +14,14 @@ from learn2pd.tasks.prompting import format_prompt, left_pad
 from learn2pd.tasks.suite import is_correct
 
 
-def run_policy(model, tokenizer, spec, problems, policy_spec: str, config: DecodeConfig, batch_size: int = 64,
+def run_policy(model, tokenizer, spec, problems, policy_spec, config: DecodeConfig, batch_size: int = 64,
                progress: bool = True, references: list[torch.Tensor] | None = None) -> dict:
-    """Decode every problem with one plan; returns its metrics and per-problem records.
+    """Decode every problem with one plan (a spec string or a DecodingPlan); returns metrics and records.
 
     references: per problem, the generated ids of a vanilla decode (needed by the oracle).
     """
     plan = make_plan(policy_spec)
+    policy_spec = plan.describe()
     device = next(model.parameters()).device
     encoded = [format_prompt(tokenizer, p.prompt) for p in problems]
     # Sort by prompt length so batches carry little padding; results are put back in order.

@@ -20,7 +20,9 @@ datasets.disable_progress_bars()  # our own bar reports prompts/s; per-shard bar
 
 def shard_dirs(out: Path) -> list[Path]:
     root = out / "shards"
-    return sorted(p for p in root.glob("rank*-*") if p.is_dir() and not p.name.endswith(".tmp")) if root.is_dir() else []
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.glob("rank*-*") if p.is_dir() and not p.name.endswith(".tmp"))
 
 
 def done_prompt_ids(out: Path) -> set[int]:

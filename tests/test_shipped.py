@@ -1,0 +1,57 @@
+"""The checkpoints the repo ships: size limits, held-out accuracy and the learned policy end to end.
+
+The full bars are measured on 500 problems by `learn2pd evaluate` (README numbers); these tests decode a
+small fixed sample so a broken checkpoint or a regression in the engine fails fast.
+"""
+
+from pathlib import Path
+
+import pytest
+
+from learn2pd.decoding.engine import DecodeConfig
+from learn2pd.evaluation.runner import evaluate
+from learn2pd.tasks.suite import heldout_problems
+
+ROOT = Path(__file__).resolve().parents[1]
+FILTER = ROOT / "checkpoints" / "tiny-llada-filter"
+EOT = ROOT / "checkpoints" / "tiny-llada-eot"
+CFG = DecodeConfig(gen_length=64, block_length=32)
+
+
+def test_tiny_model_within_limits(tiny):
+    model, tok, _ = tiny
+    assert sum(p.numel() for p in model.parameters()) <= 5_000_000
+    size = sum(f.stat().st_size for f in (ROOT / "checkpoints" / "tiny-llada").iterdir())
+    assert size <= 20 * 2**20
+    assert tok.mask_token_id == model.config.mask_token_id
+
+
+@pytest.fixture(scope="module")
+def shipped_report(tiny):
+    if not (FILTER / "config.json").is_file() or not (EOT / "config.json").is_file():
+        pytest.skip("checkpoints/tiny-llada-filter or -eot not built yet")
+    model, tok, spec = tiny
+    plans = ["vanilla", "vanilla+eotp", "oracle+eotp", "learned+eotp", "learned+localleap+eotp"]
+    report = evaluate(model, tok, spec, heldout_problems(n=48), plans, CFG, batch_size=48, progress=False)
+    return {r["policy"]: r for r in report["results"]}
+
+
+def test_vanilla_solves_heldout_problems(shipped_report):
+    assert shipped_report["vanilla"]["accuracy"] >= 85.0
+    assert shipped_report["vanilla"]["nfe_mean"] == CFG.gen_length  # one token per forward
+
+
+def test_eotp_cuts_padding_work_without_losing_answers(shipped_report):
+    v, e = shipped_report["vanilla"], shipped_report["vanilla+eotp"]
+    assert e["nfe_mean"] < 0.75 * v["nfe_mean"]
+    assert e["positions_mean"] < v["positions_mean"]
+    assert e["accuracy"] >= v["accuracy"] - 3.0
+
+
+def test_shipped_filter_decodes_in_parallel_and_stays_accurate(shipped_report):
+    v, o = shipped_report["vanilla"], shipped_report["oracle+eotp"]
+    for name in ("learned+eotp", "learned+localleap+eotp"):
+        r = shipped_report[name]
+        assert r["nfe_mean"] < v["nfe_mean"] / 3, name
+        assert r["nfe_mean"] >= o["nfe_mean"]  # nothing beats the oracle's floor on the same problems
+        assert r["accuracy"] >= v["accuracy"] - 5.0, name
