@@ -91,3 +91,17 @@ def test_train_filter_cli_errors(tmp_path, capsys):
 
     assert main(["--traces", str(tmp_path / "none"), "--wandb", "false"]) == 2
     assert "collect-traces" in capsys.readouterr().err
+
+
+def test_false_accept_rate_at_recall_on_fixed_scores():
+    from learn2pd.filters.compare import false_accept_rate_at_recall, threshold_at_recall
+
+    prob = torch.tensor([0.9, 0.8, 0.7, 0.6, 0.5, 0.85, 0.65, 0.3])
+    labels = torch.tensor([1, 1, 1, 1, 0, 0, 0, 0], dtype=torch.bool)
+    assert threshold_at_recall(prob, labels, 0.5) == pytest.approx(0.8)  # top 2 of 4 positives
+    far, t = false_accept_rate_at_recall(prob, labels, 0.5)
+    assert t == pytest.approx(0.8) and far == pytest.approx(0.25)  # only 0.85 among the negatives
+    far, t = false_accept_rate_at_recall(prob, labels, 1.0)
+    assert t == pytest.approx(0.6) and far == pytest.approx(0.5)  # 0.85 and 0.65
+    with pytest.raises(ValueError, match="no positive"):
+        threshold_at_recall(prob, torch.zeros(8, dtype=torch.bool), 0.9)
