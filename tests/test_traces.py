@@ -112,3 +112,18 @@ def test_cli_config_and_overrides(random_ckpt, tmp_path, capsys):
     assert "unknown keys ['num_promts']" in capsys.readouterr().err
     assert main(["--model", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
     assert "no model folder" in capsys.readouterr().err
+
+
+def test_eotp_reference_stops_at_the_end_of_text(random_ckpt, tmp_path):
+    full = load_traces(collect_traces(_cfg(random_ckpt, tmp_path / "v", num_prompts=4), progress=False))
+    cut = collect_traces(_cfg(random_ckpt, tmp_path / "e", num_prompts=4, reference_plan="vanilla+eotp"),
+                         progress=False)
+    ds = load_traces(cut)
+    assert read_metadata(cut)["reference_plan"] == "vanilla+eotp"
+    for seq in ds["sequences"]:
+        assert seq["nfe"] <= 32
+        if seq["end_position"] >= 0:  # everything after the end is padding, as written by the cut
+            assert set(seq["reference"][seq["end_position"]:]) == {1}
+    assert sum(ds["sequences"]["nfe"]) <= sum(full["sequences"]["nfe"])
+    with pytest.raises(ValueError, match="vanilla reference"):
+        CollectConfig(reference_plan="threshold").validate()

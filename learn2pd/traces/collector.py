@@ -5,6 +5,11 @@ Modes:
   oracle, which commits exactly the positions already equal to the reference; every step is recorded.
 - `reference`: record the steps of the vanilla decode itself; labels are computed against its output
   afterwards (one decode per prompt).
+
+`reference_plan` is `vanilla` (as published) or `vanilla+eotp`: the same one-token-per-step decode that
+stops at its predicted end of text, so the EOS padding is not decoded token by token (on the tiny model
+that is most of a 128-token answer). The replay then uses `oracle+eotp`, which cuts only where the
+reference ends.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from learn2pd.tasks.suite import is_correct
 from learn2pd.traces import store
 
 MODES = ("oracle-replay", "reference")
+REFERENCE_PLANS = ("vanilla", "vanilla+eotp")
 
 
 @dataclass
@@ -35,6 +41,7 @@ class CollectConfig:
     tasks: str = "train:suite"  # see learn2pd.tasks.loaders.load_problems
     num_prompts: int = 2000
     mode: str = "oracle-replay"
+    reference_plan: str = "vanilla"  # or vanilla+eotp (see the module docstring)
     gen_length: int = 128
     block_length: int = 32
     steps: int | None = None
@@ -55,6 +62,9 @@ class CollectConfig:
     def validate(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"unknown trace mode {self.mode!r}: choose from {', '.join(MODES)}")
+        if self.reference_plan not in REFERENCE_PLANS:
+            raise ValueError(f"reference_plan {self.reference_plan!r}: traces need a vanilla reference, choose "
+                             f"from {', '.join(REFERENCE_PLANS)}")
         if self.devices < 1 or self.batch_size < 1:
             raise ValueError("devices and batch_size must be >= 1")
         self.decode_config().validate()
@@ -148,11 +158,12 @@ def _collect_rank(cfg: CollectConfig, rank: int, world: int, progress: bool) -> 
         ids, mask = ids.to(device), mask.to(device)
         recorder = StepRecorder(batch, dcfg.block_length)
         if cfg.mode == "reference":
-            ref = decode(model, spec, ids, mask, "vanilla", dcfg, observer=recorder)
+            ref = decode(model, spec, ids, mask, cfg.reference_plan, dcfg, observer=recorder)
             recorder.relabel(ref.sequences)
         else:
-            ref = decode(model, spec, ids, mask, "vanilla", dcfg)
-            decode(model, spec, ids, mask, "oracle", dcfg, reference=ref.sequences, observer=recorder)
+            ref = decode(model, spec, ids, mask, cfg.reference_plan, dcfg)
+            replay = "oracle+eotp" if cfg.reference_plan.endswith("+eotp") else "oracle"
+            decode(model, spec, ids, mask, replay, dcfg, reference=ref.sequences, observer=recorder)
         seqs = {k: [] for k in ("prompt_id", "prompt", "family", "prompt_ids", "reference", "end_position", "nfe",
                                 "correct")}
         for row, i in enumerate(batch):
@@ -209,7 +220,7 @@ def collect_traces(cfg: CollectConfig, progress: bool = True) -> Path:
         "learn2pd_version": __version__, "model": str(cfg.model or "checkpoints/tiny-llada"),
         "model_config_hash": _config_hash(model), "model_type": model.config.model_type,
         "tokenizer": tok.name_or_path, "mask_id": spec.mask_id, "end_ids": list(spec.end_ids),
-        "mode": cfg.mode, "task": cfg.tasks, "num_prompts": len(problems), "skipped": len(skipped),
+        "mode": cfg.mode, "reference_plan": cfg.reference_plan, "task": cfg.tasks, "num_prompts": len(problems), "skipped": len(skipped),
         "seed": cfg.seed, "decoding": dataclasses.asdict(dcfg), "devices": cfg.devices,
         "collect_seconds_last_run": round(time.perf_counter() - start, 2),
     }
