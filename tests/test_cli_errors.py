@@ -23,3 +23,18 @@ def test_user_errors_exit_2_with_one_line(argv, needle, capsys):
 def test_folder_without_config_is_named(tmp_path, capsys):
     assert main(["generate", "--model", str(tmp_path), "--prompt", "x"]) == 2
     assert "has no config.json" in capsys.readouterr().err
+
+
+def test_bad_dtype_is_named(capsys):
+    assert main(["generate", "--prompt", "x", "--dtype", "float8"]) == 2
+    assert "unknown dtype 'float8'" in capsys.readouterr().err
+
+
+def test_auto_dtype_follows_the_hardware():
+    import torch
+
+    from learn2pd.models.loading import resolve_dtype
+
+    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert resolve_dtype("auto", "cpu") == (torch.bfloat16 if native else torch.float32)
+    assert resolve_dtype("bf16") == torch.bfloat16 and resolve_dtype(torch.float16) == torch.float16

@@ -24,6 +24,21 @@ class ModelLoadError(ValueError):
     pass
 
 
+def resolve_dtype(dtype: str | torch.dtype, device: str = "cpu") -> torch.dtype:
+    """`auto`: bfloat16 where the hardware computes it natively (CUDA with bf16, CPUs with bf16 units),
+    else float32 (bf16 emulated on an older CPU is several times slower than float32)."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        if str(device).startswith("cuda"):
+            return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float16
+        native = str(device) == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        return torch.bfloat16 if native else torch.float32
+    if dtype not in DTYPES:
+        raise ModelLoadError(f"unknown dtype {dtype!r}: choose from auto, {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
 def _model_type(path: str) -> str:
     local = Path(path)
     if local.is_dir():
@@ -42,9 +57,7 @@ def load_model(path: str | Path | None = None, dtype: str | torch.dtype = "float
                trust_remote_code: bool = False):
     """Returns (model, tokenizer, spec). LLaDA loads natively; Dream needs `trust_remote_code=True`."""
     path = str(path or DEFAULT_MODEL)
-    torch_dtype = DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
-    if not isinstance(torch_dtype, torch.dtype):
-        raise ModelLoadError(f"unknown dtype {dtype!r}: choose from {', '.join(DTYPES)}")
+    torch_dtype = resolve_dtype(dtype, device)
     mtype = _model_type(path)
     if mtype == "llada":
         model = LLaDAModelLM.from_pretrained(path, dtype=torch_dtype)

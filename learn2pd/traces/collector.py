@@ -220,7 +220,8 @@ def collect_traces(cfg: CollectConfig, progress: bool = True) -> Path:
         "learn2pd_version": __version__, "model": str(cfg.model or "checkpoints/tiny-llada"),
         "model_config_hash": _config_hash(model), "model_type": model.config.model_type,
         "tokenizer": tok.name_or_path, "mask_id": spec.mask_id, "end_ids": list(spec.end_ids),
-        "mode": cfg.mode, "reference_plan": cfg.reference_plan, "task": cfg.tasks, "num_prompts": len(problems), "skipped": len(skipped),
+        "mode": cfg.mode, "reference_plan": cfg.reference_plan, "task": cfg.tasks, "num_prompts": len(problems),
+        "skipped": len(skipped), "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
         "seed": cfg.seed, "decoding": dataclasses.asdict(dcfg), "devices": cfg.devices,
         "collect_seconds_last_run": round(time.perf_counter() - start, 2),
     }
