@@ -2,7 +2,7 @@ import itertools
 
 import pytest
 
-from learn2pd.tasks.suite import FAMILIES, Problem, heldout_problems, is_correct, train_problems
+from learn2pd.tasks.suite import FAMILIES, SIZES, Problem, heldout_problems, is_correct, size, train_problems
 
 
 def test_arith_worked_steps_are_consistent():
@@ -31,10 +31,26 @@ def test_heldout_is_deterministic_interleaved_and_never_trained_on():
     a, b = heldout_problems(n=30), heldout_problems(n=30)
     assert a == b
     assert [p.family for p in a[:3]] == list(FAMILIES)
-    held = {p.prompt for p in heldout_problems(n=6000)}
+    held = {p.prompt for p in heldout_problems(n=3000)}
     train = list(itertools.islice(train_problems(), 6000))
     assert not held & {p.prompt for p in train}
     assert len({len(p.answer) for p in train}) > 10  # variable answer lengths
+
+
+def test_sizes_filter_streams_without_touching_the_heldout_exclusion():
+    wide = {"arith": (2, 6), "sort": (3, 10), "rev": (3, 12)}
+    suite = list(itertools.islice(train_problems(), 600))
+    assert all(SIZES[p.family][0] <= size(p) <= SIZES[p.family][1] for p in suite)
+    assert {size(p) for p in suite if p.family == "rev"} == set(range(3, 9))
+    # a wide-size stream (the tiny model's first training stages) never yields a held-out problem either,
+    # whichever sizes the held-out set is read at
+    wide_train = {p.prompt for p in itertools.islice(train_problems(sizes=wide), 6000)}
+    assert max(size(p) for p in itertools.islice(train_problems(sizes=wide), 600)) > 8
+    assert not wide_train & {p.prompt for p in heldout_problems(n=3000)}
+    assert not wide_train & {p.prompt for p in heldout_problems(n=3000, sizes=wide)}
+    # the suite's held-out set is the wide held-out set's small problems, in the same order
+    small = [p for p in heldout_problems(("rev",), 1000, sizes=wide) if size(p) <= 8]
+    assert heldout_problems(("rev",), len(small)) == small
 
 
 def test_checker_uses_final_answer_for_arith():

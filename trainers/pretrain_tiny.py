@@ -38,15 +38,15 @@ from learn2pd.tasks.suite import FAMILIES, train_problems
 class TaskBatches(IterableDataset):
     """Endless batches of (ids, attention_mask, prompt_len) with the answer padded to gen_length."""
 
-    def __init__(self, tokenizer, gen_lengths: dict, batch_size: int, families, seed: int):
+    def __init__(self, tokenizer, gen_lengths: dict, batch_size: int, families, seed: int, sizes=None):
         self.tok, self.batch_size = tokenizer, batch_size
         # {gen_length: weight}: most batches use a short generation region (cheap), the rest the full
         # evaluation length so the model learns to fill long EOS padding.
         self.lengths, self.weights = list(gen_lengths), list(gen_lengths.values())
-        self.families, self.seed = tuple(families), seed
+        self.families, self.seed, self.sizes = tuple(families), seed, sizes
 
     def __iter__(self):
-        stream = train_problems(self.families, self.seed)
+        stream = train_problems(self.families, self.seed, self.sizes)
         rng = random.Random(self.seed)
         eos = self.tok.eos_token_id
         while True:
@@ -136,7 +136,7 @@ def run_stage(cfg: dict, tok, out: Path, init, stage: int) -> MaskedDiffusionMod
     if init is not None:
         module.model.load_state_dict(init.model.state_dict())
     batches = TaskBatches(tok, cfg["gen_lengths"], cfg["batch_size"], cfg.get("families", FAMILIES),
-                          cfg["seed"] + stage)
+                          cfg["seed"] + stage, cfg.get("sizes"))
     trainer = L.Trainer(max_steps=cfg["max_steps"], accelerator="auto", devices=1, logger=L.pytorch.loggers.CSVLogger(
         cfg.get("log_dir", "runs/pretrain")), enable_checkpointing=False, gradient_clip_val=1.0,
         precision=cfg.get("precision", "32-true"), log_every_n_steps=20,

@@ -6,6 +6,11 @@ Three families, each a pure function of a seeded RNG:
 - `sort`: sort a list of digits.
 - `rev`: reverse a string of letters.
 Held-out problems come from a separate seed and are excluded from the training stream.
+
+Sizes: the generators draw from fixed wide ranges (`DRAW`), and the suite keeps the problems within
+`SIZES` (2-4 steps, 3-7 digits, 3-8 letters). Filtering, rather than drawing from narrower ranges,
+keeps every stream's problems and the held-out exclusion set the same whatever sizes a caller asks
+for: the tiny model's first training stages used the wide ranges and never saw a held-out problem.
 """
 
 from __future__ import annotations
@@ -50,8 +55,19 @@ def is_correct(problem: Problem, output: str) -> bool:
     return got != "" and got == problem.target
 
 
+DRAW = {"arith": (2, 6), "sort": (3, 10), "rev": (3, 12)}  # what the generators draw
+SIZES = {"arith": (2, 4), "sort": (3, 7), "rev": (3, 8)}  # what the suite keeps
+
+
+def size(problem: Problem) -> int:
+    """Steps (arith), digits (sort) or letters (rev)."""
+    if problem.family == "arith":
+        return problem.answer.count("\n")
+    return len(problem.prompt.split()) - 1 if problem.family == "sort" else len(problem.prompt.split()[1])
+
+
 def _arith(rng: random.Random) -> Problem:
-    n_ops = rng.randint(2, 6)
+    n_ops = rng.randint(*DRAW["arith"])
     value = rng.randint(0, 9)
     prompt, lines = f"arith {value}", []
     for _ in range(n_ops):
@@ -64,12 +80,12 @@ def _arith(rng: random.Random) -> Problem:
 
 
 def _sort(rng: random.Random) -> Problem:
-    digits = [rng.randint(0, 9) for _ in range(rng.randint(3, 10))]
+    digits = [rng.randint(0, 9) for _ in range(rng.randint(*DRAW["sort"]))]
     return Problem("sort", "sort " + " ".join(map(str, digits)), " ".join(map(str, sorted(digits))))
 
 
 def _rev(rng: random.Random) -> Problem:
-    word = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(3, 12)))
+    word = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(*DRAW["rev"])))
     return Problem("rev", "rev " + word, word[::-1])
 
 
@@ -91,31 +107,39 @@ def _stream(family: str, seed: int):
 
 
 @cache
-def _heldout_pool(family: str) -> tuple[Problem, ...]:
+def _heldout_draws(family: str) -> tuple[Problem, ...]:
+    """The first HELDOUT_POOL draws of the held-out stream, all sizes: never trained on."""
     stream = _stream(family, HELDOUT_SEED)
     return tuple(next(stream) for _ in range(HELDOUT_POOL))
 
 
 @cache
 def _heldout_prompts(family: str) -> frozenset[str]:
-    return frozenset(p.prompt for p in _heldout_pool(family))
+    return frozenset(p.prompt for p in _heldout_draws(family))
 
 
-def heldout_problems(families=FAMILIES, n: int = 500) -> list[Problem]:
+def _within(problem: Problem, sizes) -> bool:
+    lo, hi = (sizes or SIZES)[problem.family]
+    return lo <= size(problem) <= hi
+
+
+def heldout_problems(families=FAMILIES, n: int = 500, sizes: dict | None = None) -> list[Problem]:
     """`n` held-out problems, families interleaved (arith, sort, rev, arith, ...), deterministic."""
     families = _check_families(families)
-    if n > HELDOUT_POOL * len(families):
-        raise ValueError(f"at most {HELDOUT_POOL * len(families)} held-out problems for {families}, asked {n}")
-    return [_heldout_pool(families[i % len(families)])[i // len(families)] for i in range(n)]
+    pools = {f: [p for p in _heldout_draws(f) if _within(p, sizes)] for f in families}
+    room = len(families) * min(len(p) for p in pools.values())
+    if n > room:
+        raise ValueError(f"at most {room} held-out problems for {families}, asked {n}")
+    return [pools[families[i % len(families)]][i // len(families)] for i in range(n)]
 
 
-def train_problems(families=FAMILIES, seed: int = TRAIN_SEED):
+def train_problems(families=FAMILIES, seed: int = TRAIN_SEED, sizes: dict | None = None):
     """An endless, seeded stream of training problems (families in turn), never a held-out one."""
     families = _check_families(families)
     streams = [_stream(f, seed) for f in families]
     while True:
         for fam, stream in zip(families, streams):
             problem = next(stream)
-            while problem.prompt in _heldout_prompts(fam):
+            while problem.prompt in _heldout_prompts(fam) or not _within(problem, sizes):
                 problem = next(stream)
             yield problem
