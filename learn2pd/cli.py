@@ -19,7 +19,7 @@ def _decode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cfg-scale", type=float, default=0.0)
     p.add_argument("--remasking", default="low_confidence", choices=["low_confidence", "random"])
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--dtype", default="float32")
+    p.add_argument("--dtype", default="auto", help="auto (bf16 where the hardware has it), float32, bfloat16, float16")
     p.add_argument("--device", default="cpu")
     p.add_argument("--trust-remote-code", action="store_true", help="needed for Dream checkpoints")
     p.add_argument("--batch-size", type=int, default=64)
@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="outputs/demo")
     d.add_argument("--num-traces", type=int, default=256)
     d.add_argument("--num-samples", type=int, default=200)
-    d.add_argument("--dtype", default="float32")
+    d.add_argument("--dtype", default="auto")
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=cmd_demo)
     return ap
