@@ -43,11 +43,20 @@ class TaskBatches(IterableDataset):
         # {gen_length: weight}: most batches use a short generation region (cheap), the rest the full
         # evaluation length so the model learns to fill long EOS padding.
         self.lengths, self.weights = list(gen_lengths), list(gen_lengths.values())
-        self.families, self.seed, self.sizes = tuple(families), seed, sizes
+        # families: a list (taken in turn) or {family: weight} (drawn at random, e.g. more of the hard one)
+        self.families, self.seed, self.sizes = families, seed, sizes
+
+    def _problems(self, rng: random.Random):
+        if not isinstance(self.families, dict):
+            yield from train_problems(tuple(self.families), self.seed, self.sizes)
+        streams = {f: train_problems((f,), self.seed, self.sizes) for f in self.families}
+        names, weights = list(self.families), list(self.families.values())
+        while True:
+            yield next(streams[rng.choices(names, weights)[0]])
 
     def __iter__(self):
-        stream = train_problems(self.families, self.seed, self.sizes)
         rng = random.Random(self.seed)
+        stream = self._problems(random.Random(self.seed + 1))
         eos = self.tok.eos_token_id
         while True:
             gen_length = rng.choices(self.lengths, self.weights)[0]
