@@ -102,6 +102,12 @@ class MaskedDiffusionModule(L.LightningModule):
         gen = torch.zeros_like(ids, dtype=torch.bool)
         gen[:, prompt_len:] = True
         masked = gen & (torch.rand(B, T, device=ids.device) < t[:, None])
+        loss = self.masked_loss(ids, attn, gen, masked, t)
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def masked_loss(self, ids, attn, gen, masked, t):
+        """The loss of one draw: `masked` positions replaced by the mask token, predicted from the rest."""
         noisy = torch.where(masked, torch.full_like(ids, self.hparams.mask_id), ids)
         logits = self.model(noisy, attention_mask=attn).logits
         ce = F.cross_entropy(logits.float().transpose(1, 2), ids, reduction="none")
@@ -112,7 +118,6 @@ class MaskedDiffusionModule(L.LightningModule):
             loss = ((ce * weight) / t[:, None]).sum() / gen.sum()
         else:  # plain masked cross-entropy: same minimiser, far lower gradient variance on a small budget
             loss = (ce * weight).sum() / weight.sum().clamp_min(1e-6)
-        self.log("train/loss", loss, prog_bar=True)
         return loss
 
     def configure_optimizers(self):

@@ -1,0 +1,64 @@
+"""The tiny-model pretrainer: batches, the masked-diffusion loss with padding weight, and staged runs."""
+
+import collections
+
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+
+from learn2pd.models.tokenizer import build_char_tokenizer
+from trainers.pretrain_tiny import MaskedDiffusionModule, TaskBatches, main
+
+TOK = build_char_tokenizer()
+MODEL = dict(d_model=32, n_heads=2, n_layers=2, mlp_hidden_size=64, max_sequence_length=128, rope_theta=1e4,
+             init_std=0.05)
+
+
+def test_batches_keep_prompts_and_pad_answers_with_eos():
+    ids, attn, prompt_len = next(iter(TaskBatches(TOK, {40: 1.0}, 6, ["arith", "sort", "rev"], seed=0)))
+    assert ids.shape == (6, prompt_len + 40) and attn[:, prompt_len:].all()
+    for row, mask in zip(ids, attn):
+        prompt = TOK.decode(row[:prompt_len][mask[:prompt_len].bool()], skip_special_tokens=True)
+        answer = TOK.decode(row[prompt_len:], skip_special_tokens=True)
+        assert prompt.split()[0] in ("arith", "sort", "rev") and answer.strip()
+        assert row[-1] == TOK.eos_token_id  # answers end in EOS padding
+
+
+def test_family_weights_are_followed():
+    batches = iter(TaskBatches(TOK, {40: 1.0}, 100, {"arith": 0.5, "sort": 0.25, "rev": 0.25}, seed=1))
+    counts = collections.Counter()
+    for _ in range(4):
+        ids, attn, p = next(batches)
+        counts.update(TOK.decode(r[:p][a[:p].bool()], skip_special_tokens=True).split()[0] for r, a in zip(ids, attn))
+    assert 160 <= counts["arith"] <= 240 and counts["sort"] > 60 and counts["rev"] > 60
+
+
+def test_padding_weight_counts_answer_and_first_eos_fully_and_padding_at_its_weight():
+    torch.manual_seed(0)
+    cfg = dict(MODEL, vocab_size=len(TOK), embedding_size=len(TOK), mask_token_id=0, eos_token_id=1, pad_token_id=1)
+    module = MaskedDiffusionModule(cfg, 1e-3, 1, 10, mask_id=0, loss_weighting="none", pad_weight=0.25, eos_id=1)
+    ids = torch.tensor([[2, 40, 41, 4, 20, 21, 1, 1, 1, 1]])
+    gen = torch.arange(10)[None] >= 4
+    masked = torch.tensor([[0, 0, 0, 0, 1, 0, 1, 1, 0, 1]], dtype=torch.bool)
+    loss = module.masked_loss(ids, torch.ones_like(ids), gen, masked, torch.tensor([0.5]))
+    ce = F.cross_entropy(module.model(torch.where(masked, 0, ids)).logits[0], ids[0], reduction="none")
+    # position 4 (answer) and 6 (first EOS) weigh 1, positions 7 and 9 (padding) 0.25
+    want = (ce[4] + ce[6] + 0.25 * (ce[7] + ce[9])) / 2.5
+    assert loss.item() == pytest.approx(want.item(), rel=1e-5)
+
+
+def test_stages_run_in_order_and_export_a_loadable_model(tmp_path):
+    from learn2pd.models.loading import load_model
+
+    cfg = {"seed": 0, "out": str(tmp_path / "tiny"), "batch_size": 4, "warmup_steps": 1, "lr": 1e-3,
+           "loss_weighting": "none", "log_dir": str(tmp_path / "logs"), "export_every": 1000, "model": MODEL,
+           "stages": [{"max_steps": 2, "gen_lengths": {40: 1.0}},
+                      {"max_steps": 1, "gen_lengths": {40: 1.0}, "pad_weight": 0.25,
+                       "families": {"arith": 1.0}}]}
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    main(["--config", str(path)])
+    model, tok, spec = load_model(tmp_path / "tiny")
+    assert spec.mask_id == tok.mask_token_id == 0 and model.config.d_model == 32
+    assert len(list((tmp_path / "logs").rglob("hparams.yaml"))) == 2  # one logged run per stage
