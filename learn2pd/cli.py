@@ -71,7 +71,7 @@ def cmd_evaluate(args) -> int:
     from learn2pd.tasks.loaders import load_problems
 
     cfg = _config(args)
-    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    policies = split_policies(args.policies)
     for p in policies:  # fail on a typo before loading anything
         make_plan(p)
     problems = load_problems(args.tasks, args.num_samples, args.question_field, args.answer_field, args.split)
@@ -88,6 +88,19 @@ def cmd_evaluate(args) -> int:
         plot = plot_pareto(report["results"], out.with_suffix(".png"))
         print(f"wrote {out}, {out.with_suffix('.md')} and {plot}", file=sys.stderr)
     return 0
+
+
+def split_policies(text: str) -> list[str]:
+    """`vanilla,localleap:kappa=0.8,tau=0.6+eotp` -> two specs: a `key=value` piece continues the spec before."""
+    import re
+
+    specs: list[str] = []
+    for piece in (p.strip() for p in text.split(",")):
+        if specs and re.match(r"^\w+=", piece):
+            specs[-1] += "," + piece
+        elif piece:
+            specs.append(piece)
+    return specs
 
 
 def cmd_demo(args) -> int:

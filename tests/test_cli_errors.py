@@ -38,3 +38,10 @@ def test_auto_dtype_follows_the_hardware():
     native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
     assert resolve_dtype("auto", "cpu") == (torch.bfloat16 if native else torch.float32)
     assert resolve_dtype("bf16") == torch.bfloat16 and resolve_dtype(torch.float16) == torch.float16
+
+
+def test_policy_lists_keep_multi_parameter_specs_whole():
+    from learn2pd.cli import split_policies
+
+    assert split_policies("vanilla,localleap:kappa=0.8,tau=0.6,radius=2+eotp, threshold:tau=0.7") == [
+        "vanilla", "localleap:kappa=0.8,tau=0.6,radius=2+eotp", "threshold:tau=0.7"]
