@@ -46,16 +46,19 @@ def plot_pareto(results: list[dict], path) -> Path:
     families: dict[str, list] = {}
     for r in results:
         families.setdefault(r.get("family", r["policy"]), []).append((r["tpf"], r["accuracy"], r["policy"]))
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for fam, pts in sorted(families.items()):
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    # Distinct colour and marker per family: the default 10-colour cycle repeats beyond ten families.
+    colours, markers = plt.get_cmap("tab20").colors, "os^Dv<>pP*Xh"
+    for i, (fam, pts) in enumerate(sorted(families.items())):
         pts.sort()
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=fam)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=markers[i % len(markers)],
+                color=colours[(2 * i) % 20 + (i // 10) % 2], label=fam)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("tokens per forward (TPF, log scale)")
     ax.set_ylabel("accuracy (%)")
     ax.set_title("accuracy vs parallelism")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
