@@ -59,6 +59,6 @@ def run_demo(out: str = "outputs/demo", num_traces: int = 192, num_samples: int 
     write_atomic(out_dir / "results.md", table + "\n")
     plot = plot_pareto(report["results"], out_dir / "results.png")
     say(f"done in {time.perf_counter() - t0:.0f}s. Files:\n  traces  {traces}\n  filter  {out_dir / 'filter'}\n"
-        f"  eot     {out_dir / 'eot'}\n  logs    {out_dir / 'logs'} (CSV; W&B offline run under wandb/)\n"
+        f"  eot     {out_dir / 'eot'}\n  logs    {out_dir / 'logs'} (CSV, and the W&B offline run under logs/wandb)\n"
         f"  results {results}, {out_dir / 'results.md'}, {plot}")
     return report
