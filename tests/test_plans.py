@@ -141,3 +141,20 @@ def test_oracle_reproduces_reference_with_fewer_forwards(peaky):
     assert (orc.nfe < ref.nfe).all()
     with pytest.raises(ValueError, match="reference"):
         decode(peaky, _spec(), prompt, torch.ones_like(prompt), "oracle", cfg)
+
+
+def test_eotp_keeping_the_cut_positions_saves_forwards_not_positions(peaky):
+    torch.manual_seed(4)
+    prompt = torch.randint(2, VOCAB, (2, 6))
+    cfg = DecodeConfig(gen_length=64, block_length=16)
+    spec = ModelSpec("llada", MASK, EOS, EOS, (EOS, 7, 11), ())
+    full = decode(peaky, spec, prompt, torch.ones_like(prompt), "vanilla", cfg)
+    kept = decode(peaky, spec, prompt, torch.ones_like(prompt), "vanilla+eotp:drop=0", cfg)
+    assert make_plan("vanilla+eotp:drop=0").describe() == "vanilla+eotp:drop=0"
+    assert (kept.nfe < full.nfe).all()  # no block past the end runs
+    for r in range(2):  # but every forward still sees the whole row, the cut part as EOS
+        assert int(kept.positions[r]) == int(kept.nfe[r]) * (6 + 64)
+        ends = [i for i, t in enumerate(kept.sequences[r].tolist()) if t in spec.end_ids]
+        assert ends and all(t == EOS for t in kept.sequences[r, ends[0] + 1:].tolist())
+    with pytest.raises(PolicySpecError, match="eotp:drop=0"):
+        make_plan("vanilla+eotp:keep=1")

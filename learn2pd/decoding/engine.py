@@ -151,14 +151,16 @@ def decode(
 
     while not bool(done.all()):
         rows = (~done).nonzero().squeeze(1)
-        width = int(gen_end[rows].max())  # positions cut by EoTP leave the input
-        live = pos[:width] < gen_end[rows, None]
+        # Positions cut by EoTP leave the input, unless the plan keeps them as EOS context.
+        input_end = gen_end[rows] if plan.eotp_drop else torch.full_like(gen_end[rows], G)
+        width = int(input_end.max())
+        live = pos[:width] < input_end[:, None]
         xs = x[rows, :P + width]
         am = torch.cat([attn[rows, :P], live.long()], 1)
         logits = runner.logits(xs, am, P)[:, P:]
         model_calls += 1
         nfe[rows] += 1
-        positions[rows] += prompt_len[rows] + gen_end[rows]
+        positions[rows] += prompt_len[rows] + input_end
         tokens, conf = _sample(logits, cfg, generator, spec.mask_id)
         gen = xs[:, P:]
         masked = gen == spec.mask_id

@@ -18,6 +18,9 @@ class DecodingPlan:
     policy: Policy
     scheduler: object | None = None  # None: fixed blocks of DecodeConfig.block_length
     eotp: bool = False
+    # EoTP drops the cut positions from the input (published). False keeps them in as EOS: the same
+    # forwards are saved (no block past the end runs) for models that need the padding as context.
+    eotp_drop: bool = True
     spec: str | None = None
 
     def describe(self) -> str:
@@ -27,5 +30,5 @@ class DecodingPlan:
         if self.scheduler is not None:
             parts.append(self.scheduler.describe())
         if self.eotp:
-            parts.append("eotp")
+            parts.append("eotp" if self.eotp_drop else "eotp:drop=0")
         return "+".join(parts)

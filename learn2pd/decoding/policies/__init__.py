@@ -69,11 +69,15 @@ def make_plan(spec: str | Policy | DecodingPlan) -> DecodingPlan:
         return spec
     if isinstance(spec, Policy):
         return DecodingPlan(spec)
-    policy, scheduler, eotp, learned = None, None, False, None
+    policy, scheduler, eotp, eotp_drop, learned = None, None, False, True, None
     for part in spec.split("+"):
         name, params = parse_policy(part)
-        if name == "eotp" and not params:
-            eotp = True
+        if name == "eotp":
+            unknown = set(params) - {"drop"}
+            if unknown:
+                raise PolicySpecError(f"bad parameters for 'eotp' in {spec!r}: {sorted(unknown)}; use eotp or "
+                                      "eotp:drop=0")
+            eotp, eotp_drop = True, bool(params.get("drop", 1))
         elif name == "learned":
             learned = params
         elif name in SCHEDULERS:
@@ -99,7 +103,7 @@ def make_plan(spec: str | Policy | DecodingPlan) -> DecodingPlan:
     if policy is None:
         # AdaBlock alone is AdaBlock on threshold decoding (tau 0.9), as published.
         policy = ThresholdPolicy(0.9)
-    return DecodingPlan(policy, scheduler, eotp, spec=spec.strip())
+    return DecodingPlan(policy, scheduler, eotp, eotp_drop=eotp_drop, spec=spec.strip())
 
 
 __all__ = ["DecodingPlan", "make_plan", "POLICIES", "Policy", "PolicySpecError", "make_policy", "parse_policy",
