@@ -62,3 +62,14 @@ def test_stages_run_in_order_and_export_a_loadable_model(tmp_path):
     model, tok, spec = load_model(tmp_path / "tiny")
     assert spec.mask_id == tok.mask_token_id == 0 and model.config.d_model == 32
     assert len(list((tmp_path / "logs").rglob("hparams.yaml"))) == 2  # one logged run per stage
+
+
+def test_cut_rows_end_right_after_the_answer_and_other_batches_are_unchanged():
+    plain = next(iter(TaskBatches(TOK, {40: 1.0}, 8, ["arith", "sort", "rev"], seed=0)))
+    cut = next(iter(TaskBatches(TOK, {40: 1.0}, 8, ["arith", "sort", "rev"], seed=0, cut_fraction=1.0)))
+    assert torch.equal(plain[0], cut[0])  # same problems and tokens; only the attention mask differs
+    p = plain[2]
+    for row, live in zip(cut[0], cut[1]):
+        answer_end = (row[p:] == TOK.eos_token_id).int().argmax().item()  # first EOS
+        kept = int(live[p:].sum())
+        assert answer_end + 1 <= kept <= answer_end + 4 and live[p:p + kept].all()

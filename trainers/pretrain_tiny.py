@@ -42,13 +42,17 @@ from learn2pd.tasks.suite import FAMILIES, train_problems
 class TaskBatches(IterableDataset):
     """Endless batches of (ids, attention_mask, prompt_len) with the answer padded to gen_length."""
 
-    def __init__(self, tokenizer, gen_lengths: dict, batch_size: int, families, seed: int, sizes=None):
+    def __init__(self, tokenizer, gen_lengths: dict, batch_size: int, families, seed: int, sizes=None,
+                 cut_fraction: float = 0.0):
         self.tok, self.batch_size = tokenizer, batch_size
         # {gen_length: weight}: most batches use a short generation region (cheap), the rest the full
         # evaluation length so the model learns to fill long EOS padding.
         self.lengths, self.weights = list(gen_lengths), list(gen_lengths.values())
         # families: a list (taken in turn) or {family: weight} (drawn at random, e.g. more of the hard one)
         self.families, self.seed, self.sizes = families, seed, sizes
+        # Share of rows whose generation region ends 1-4 positions after the answer (the rest is masked
+        # out of attention and loss): what the model sees once EoTP drops the cut positions.
+        self.cut_fraction = cut_fraction
 
     def _problems(self, rng: random.Random):
         if not isinstance(self.families, dict):
@@ -61,6 +65,7 @@ class TaskBatches(IterableDataset):
     def __iter__(self):
         rng = random.Random(self.seed)
         stream = self._problems(random.Random(self.seed + 1))
+        cut_rng = random.Random(self.seed + 2)  # its own stream: cut_fraction 0 leaves the batches unchanged
         eos = self.tok.eos_token_id
         while True:
             gen_length = rng.choices(self.lengths, self.weights)[0]
@@ -68,10 +73,13 @@ class TaskBatches(IterableDataset):
             prompts = [format_prompt(self.tok, p.prompt) for p in problems]
             ids, mask = left_pad(prompts, eos)
             answers = torch.full((len(problems), gen_length), eos, dtype=torch.long)
+            live = torch.ones_like(answers)
             for i, p in enumerate(problems):
                 a = self.tok(p.answer, add_special_tokens=False).input_ids[:gen_length]
                 answers[i, : len(a)] = torch.tensor(a)
-            yield torch.cat([ids, answers], 1), torch.cat([mask, torch.ones_like(answers)], 1), ids.shape[1]
+                if self.cut_fraction and cut_rng.random() < self.cut_fraction:
+                    live[i, len(a) + 1 + cut_rng.randint(0, 3):] = 0
+            yield torch.cat([ids, answers], 1), torch.cat([mask, live], 1), ids.shape[1]
 
 
 class PeriodicExport(L.Callback):
@@ -101,6 +109,7 @@ class MaskedDiffusionModule(L.LightningModule):
         t = 1e-3 + (1 - 1e-3) * t
         gen = torch.zeros_like(ids, dtype=torch.bool)
         gen[:, prompt_len:] = True
+        gen &= attn.bool()  # positions cut from a row (cut_fraction) are neither seen nor predicted
         masked = gen & (torch.rand(B, T, device=ids.device) < t[:, None])
         loss = self.masked_loss(ids, attn, gen, masked, t)
         self.log("train/loss", loss, prog_bar=True)
@@ -154,7 +163,7 @@ def run_stage(cfg: dict, tok, out: Path, init, stage: int) -> MaskedDiffusionMod
     if init is not None:
         module.model.load_state_dict(init.model.state_dict())
     batches = TaskBatches(tok, cfg["gen_lengths"], cfg["batch_size"], cfg.get("families", FAMILIES),
-                          cfg["seed"] + stage, cfg.get("sizes"))
+                          cfg["seed"] + stage, cfg.get("sizes"), cfg.get("cut_fraction", 0.0))
     trainer = L.Trainer(max_steps=cfg["max_steps"], accelerator="auto", devices=1, logger=L.pytorch.loggers.CSVLogger(
         cfg.get("log_dir", "runs/pretrain")), enable_checkpointing=False, gradient_clip_val=1.0,
         precision=cfg.get("precision", "32-true"), log_every_n_steps=20,
