@@ -63,7 +63,6 @@ def main():
         result = run_policy(model, tok, spec, problems, plan, cfg, args.batch_size, progress=False)
         wall = time.perf_counter() - start
         steps = CALLS["forward"]
-        # The localleap fallback's rule runs inline in the learned step (its anchors come from the filter).
         filter_s = TIMES["learned"] - TIMES["fallback"]
         forward_ms = 1e3 * TIMES["forward"] / steps
         print(f"{plan.spec:>34} {result['nfe_mean']:6.1f} {1e3 * wall / steps:8.2f} {forward_ms:10.2f} "

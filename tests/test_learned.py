@@ -81,3 +81,16 @@ def test_mismatched_filters_are_refused(model, filters):
         _run(model, f"learned:path={filters / 'dream'}")
     with pytest.raises(FileNotFoundError, match="train-filter"):
         LearnedPolicy.from_pretrained(filters / "missing")
+
+
+def test_a_short_last_block_keeps_its_last_position(filters):
+    """Block of 3 at the row's end, filter block 8: the padding must not overwrite the last position."""
+    from learn2pd.decoding.state import StepState
+
+    policy = LearnedPolicy.from_pretrained(filters / "l2pd", threshold=0.0)  # accepts every position
+    policy.check(DecodeConfig(gen_length=32, block_length=8), SPEC)
+    width = 10
+    block = torch.arange(width)[None] >= 7
+    state = StepState(torch.full((1, width), 0.5), torch.full((1, width), 3), torch.ones(1, width, dtype=torch.bool),
+                      block, torch.zeros(1, dtype=torch.long), torch.ones(1, dtype=torch.long), torch.arange(1))
+    assert policy.select(state)[0].tolist() == block[0].tolist()

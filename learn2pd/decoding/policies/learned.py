@@ -97,21 +97,21 @@ class LearnedPolicy(Policy):
         prob = torch.sigmoid(self.filter(feats))
         valid = torch.arange(self.blk, device=idx.device) < length[:, None]
         accept_blk = (prob > self.threshold) & valid
-        accept = torch.zeros_like(state.masked).scatter(1, idx, accept_blk) & state.candidates
+        accept = self._to_rows(accept_blk, start, width) & state.candidates
         self._accepted = accept
         if self.eot is not None:
             eprob = torch.sigmoid(self.eot(self._features(self.eot.config.features, state, start, length, idx, stable)))
-            self._eot_prob = torch.zeros_like(state.confidence, dtype=torch.float).scatter(1, idx, eprob * valid)
-        if isinstance(self.fallback, LocalLeapPolicy):
-            conf = state.candidate_confidence()
-            anchors = accept | self.fallback.anchors(state, conf)
-            from learn2pd.decoding.policies.localleap import neighbourhood
-            from learn2pd.decoding.state import top1_mask
+            self._eot_prob = self._to_rows(eprob * valid, start, width)
+        if isinstance(self.fallback, LocalLeapPolicy):  # the filter's accepts become anchors
+            return accept | self.fallback.select(state, extra_anchors=accept)
+        return accept | self.fallback.select(state)
 
-            base = top1_mask(conf) | (neighbourhood(anchors, self.fallback.radius) & (conf >= self.fallback.tau))
-        else:
-            base = self.fallback.select(state)
-        return accept | base
+    def _to_rows(self, values: torch.Tensor, start: torch.Tensor, width: int) -> torch.Tensor:
+        """Block values [N, blk] back to row positions [N, width]. Scattered into a buffer `blk` wider,
+        unclamped: a short last block's padding would otherwise land on (and race with) its last position."""
+        cols = start[:, None] + torch.arange(self.blk, device=start.device)
+        buf = torch.zeros(values.shape[0], width + self.blk, dtype=values.dtype, device=values.device)
+        return buf.scatter(1, cols, values)[:, :width]
 
     def _to(self, device) -> None:
         """Run the filters where the model runs. They stay float32: a few thousand parameters cost nothing,

@@ -31,11 +31,11 @@ class LocalLeapPolicy(Policy):
             raise ValueError(f"localleap needs 0 <= tau <= kappa <= 1, got tau={tau}, kappa={kappa}")
         self.kappa, self.tau, self.radius = float(kappa), float(tau), int(radius)
 
-    def select(self, state):
+    def select(self, state, extra_anchors: torch.Tensor | None = None):
+        """extra_anchors: positions another rule already accepts (the learned filter's), anchoring too."""
         conf = state.candidate_confidence()
-        anchors = self.anchors(state, conf)
+        anchors = conf >= self.kappa
+        if extra_anchors is not None:
+            anchors = anchors | extra_anchors
         near = neighbourhood(anchors, self.radius)
         return top1_mask(conf) | anchors | (near & (conf >= self.tau))
-
-    def anchors(self, state, conf):
-        return conf >= self.kappa
