@@ -22,8 +22,6 @@ from learn2pd.tasks.suite import FAMILIES, heldout_problems
 from learn2pd.traces import CollectConfig, collect_traces
 from trainers.train_filter import TrainFilterConfig, train_filter
 
-EOT_FEATURES = ["confidence", "is_end", "pos_in_block", "pos_in_answer"]
-
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -42,7 +40,7 @@ def main():
         common = dict(traces=str(traces.parent), log_dir=str(out / "logs"), wandb=False)
         filt = train_filter(TrainFilterConfig(out=str(out / "filter"), filter={"kind": "learn2pd"}, **common), False)
         eot = train_filter(TrainFilterConfig(out=str(out / "eot"), target="eot",
-                                             filter={"kind": "eot", "features": EOT_FEATURES}, **common), False)
+                                             filter={"kind": "eot"}, **common), False)
         print(f"trained on {', '.join(seen)}: filter test AUROC {filt['test/auroc']:.3f}, "
               f"EoT test AUROC {eot['test/auroc']:.3f}")
         model, tok, spec = load_model(dtype=args.dtype)

@@ -42,9 +42,8 @@ def run_demo(out: str = "outputs/demo", num_traces: int = 192, num_samples: int 
     filt = train_filter(TrainFilterConfig(out=str(out_dir / "filter"), target="filter",
                                           filter={"kind": "learn2pd", "block_length": block_length}, **common),
                         progress)
-    eot = train_filter(TrainFilterConfig(out=str(out_dir / "eot"), target="eot", filter={
-        "kind": "eot", "block_length": block_length, "features": ["confidence", "is_end", "pos_in_block",
-                                                                  "pos_in_answer"]}, **common), progress)
+    eot = train_filter(TrainFilterConfig(out=str(out_dir / "eot"), target="eot",
+                                         filter={"kind": "eot", "block_length": block_length}, **common), progress)
     say(f"      filter test AUROC {filt['test/auroc']:.3f}, EoT test AUROC {eot['test/auroc']:.3f}")
     say(f"[3/3] evaluating {len(TRAINING_FREE) + 5} plans on {num_samples} held-out problems")
     model, tok, spec = load_model(dtype=dtype)

@@ -12,6 +12,15 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "checkpoints" / "tiny-llada"
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny matmuls: one thread is fastest, and leaves the other cores to whatever else is running."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def tiny():
     """The shipped tiny dLLM: (model, tokenizer, spec)."""

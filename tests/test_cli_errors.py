@@ -45,3 +45,18 @@ def test_policy_lists_keep_multi_parameter_specs_whole():
 
     assert split_policies("vanilla,localleap:kappa=0.8,tau=0.6,radius=2+eotp, threshold:tau=0.7") == [
         "vanilla", "localleap:kappa=0.8,tau=0.6,radius=2+eotp", "threshold:tau=0.7"]
+
+
+def test_trainer_flags_are_typed_by_yaml_and_strings_stay_text(tmp_path):
+    from learn2pd.traces.cli import build_config as collect_config
+    from trainers.train_filter import build_config as filter_config
+
+    cfg = collect_config(["--config", "configs/collect/tiny.yaml", "--num-prompts", "4", "--steps", "null",
+                          "--out", "0123"])
+    assert cfg.num_prompts == 4 and cfg.steps is None and cfg.out == "0123" and cfg.block_length == 32
+    cfg = filter_config(["--config", "configs/filter/tiny.yaml", "--filter", "{kind: positionwise}", "--lr", "1e-2"])
+    assert cfg.filter == {"kind": "positionwise"} and cfg.lr == 0.01
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochz: 3\n")
+    with pytest.raises(ValueError, match="unknown keys \\['epochz'\\]"):
+        filter_config(["--config", str(bad)])

@@ -31,13 +31,7 @@ VOCAB, MASK, EOS = 58, 0, 1
 SPEC = ModelSpec("llada", mask_id=MASK, eos_id=EOS, pad_id=EOS, end_ids=(EOS,), context_length=None)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matmuls: one thread is fastest, and leaves the other cores to whatever else is running."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -25,13 +25,7 @@ VOCAB = 58  # the char tokenizer's size
 ATOL = RTOL = 1e-5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matmuls: one thread is fastest, and leaves the other cores to whatever else is running."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_config(**overrides) -> LLaDAConfig:

@@ -8,7 +8,6 @@ holds the traces (split by prompt, 80/10/10), the best epoch by validation loss 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import sys
@@ -19,10 +18,10 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.nn.functional as F
-import yaml
 from torch.utils.data import DataLoader, TensorDataset
 from torchmetrics.functional.classification import binary_auroc
 
+from learn2pd.configfile import config_from_args
 from learn2pd.filters.data import split_prompts, trace_tensors
 from learn2pd.filters.models import FilterConfig, build_filter
 from learn2pd.traces.store import load_traces, read_metadata
@@ -194,25 +193,8 @@ def train_filter(cfg: TrainFilterConfig, progress: bool = True) -> dict:
 
 
 def build_config(argv=None) -> TrainFilterConfig:
-    ap = argparse.ArgumentParser(prog="train-filter", description=__doc__.splitlines()[1])
-    ap.add_argument("--config")
-    fields = {f.name: f for f in dataclasses.fields(TrainFilterConfig)}
-    for name in fields:
-        ap.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None)
-    args = ap.parse_args(argv)
-    values = {}
-    if args.config:
-        path = Path(args.config)
-        if not path.is_file():
-            raise FileNotFoundError(f"no config file {args.config}: see configs/filter/tiny.yaml")
-        values = yaml.safe_load(path.read_text()) or {}
-        unknown = sorted(set(values) - set(fields))
-        if unknown:
-            raise ValueError(f"{args.config}: unknown keys {unknown}; known: {', '.join(fields)}")
-    for k, v in vars(args).items():
-        if k in fields and v is not None:
-            values[k] = yaml.safe_load(v)  # `--epochs 5`, `--filter "{kind: positionwise}"`
-    return TrainFilterConfig(**values)
+    return config_from_args(TrainFilterConfig, argv, "train-filter", __doc__.splitlines()[1],
+                            "configs/filter/tiny.yaml")
 
 
 def main(argv=None) -> int:

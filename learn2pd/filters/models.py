@@ -23,6 +23,11 @@ from torch import nn
 from learn2pd.filters.features import FEATURES
 
 KINDS = ("learn2pd", "positionwise", "eot")
+DEFAULT_FEATURES = {
+    "learn2pd": ["confidence"],
+    "positionwise": ["confidence", "margin", "entropy"],  # the winner on the tiny model's held-out traces
+    "eot": ["confidence", "is_end", "pos_in_block", "pos_in_answer"],
+}
 
 
 @dataclass
@@ -32,7 +37,7 @@ class FilterConfig:
     hidden: int = 32
     layers: int = 2
     kernel: int = 5
-    features: list[str] = field(default_factory=lambda: ["confidence"])
+    features: list[str] | None = None  # default: DEFAULT_FEATURES of the kind
     threshold: float = 0.96  # inference acceptance threshold (Learn2PD: 0.96 LLaDA, 0.9 Dream)
     model_type: str | None = None  # the dLLM the filter was trained on (checked at load time)
     model_config_hash: str | None = None
@@ -41,6 +46,8 @@ class FilterConfig:
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"unknown filter kind {self.kind!r}: choose from {', '.join(KINDS)}")
+        if self.features is None:
+            self.features = list(DEFAULT_FEATURES[self.kind])
         bad = [f for f in self.features if f not in FEATURES]
         if bad:
             raise ValueError(f"unknown filter features {bad}: choose from {', '.join(FEATURES)}")
