@@ -117,11 +117,13 @@ class StepRecorder:
 
     def relabel(self, references: torch.Tensor) -> None:
         """Reference mode: label = the step's argmax equals the final output at that position."""
-        ref = references.tolist()
-        for i, (row, start, toks, length) in enumerate(zip(self.columns["_row"], self.columns["block_start"],
-                                                           self.columns["token"], self.columns["length"])):
-            final = ref[row][start:start + self.blk]
-            self.columns["label"][i] = [j < length and toks[j] == final[j] for j in range(self.blk)]
+        c, ar = self.columns, torch.arange(self.blk)
+        if not c["_row"]:
+            return
+        # Padded by a block, so a short last block's trailing columns index padding, not past the end.
+        ref = torch.nn.functional.pad(references.cpu(), (0, self.blk), value=-1)
+        final = ref[torch.tensor(c["_row"])[:, None], torch.tensor(c["block_start"])[:, None] + ar]
+        c["label"] = ((ar < torch.tensor(c["length"])[:, None]) & (torch.tensor(c["token"]) == final)).tolist()
 
     def table(self) -> dict:
         return {k: v for k, v in self.columns.items() if not k.startswith("_")}
