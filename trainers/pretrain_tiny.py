@@ -12,7 +12,8 @@ tokens that decide exact-match accuracy. The first EOS (where the answer ends) k
 
 Initialisation: LLaDA-8B's `init_std` 0.02 is far too small at width 192: with every projection and
 the embedding at 0.02 the residual stream and attention logits start near zero, and in a measured run
-the model barely learnt in 1,000 steps; 0.05 (configs/pretrain/tiny.yaml) learns a fixed batch ~4x faster.
+the model barely learnt in 1,000 steps. Memorising one fixed batch of 32 (d128, 4 layers): 29% masked-token
+accuracy after 120 steps at 0.02, 86% at 0.05 (configs/pretrain/tiny.yaml).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class TaskBatches(IterableDataset):
     def _problems(self, rng: random.Random):
         if not isinstance(self.families, dict):
             yield from train_problems(tuple(self.families), self.seed, self.sizes)
+            return
         streams = {f: train_problems((f,), self.seed, self.sizes) for f in self.families}
         names, weights = list(self.families), list(self.families.values())
         while True:
