@@ -105,3 +105,35 @@ def test_false_accept_rate_at_recall_on_fixed_scores():
     assert t == pytest.approx(0.6) and far == pytest.approx(0.5)  # 0.85 and 0.65
     with pytest.raises(ValueError, match="no positive"):
         threshold_at_recall(prob, torch.zeros(8, dtype=torch.bool), 0.9)
+
+
+def test_threshold_at_false_accept_rate_on_fixed_scores():
+    from learn2pd.filters.compare import threshold_at_false_accept_rate
+
+    prob = torch.tensor([0.9, 0.8, 0.7, 0.6, 0.5, 0.85, 0.65, 0.3])
+    labels = torch.tensor([1, 1, 1, 1, 0, 0, 0, 0], dtype=torch.bool)
+    assert threshold_at_false_accept_rate(prob, labels, 0.0) == pytest.approx(0.85)  # no negative above
+    assert threshold_at_false_accept_rate(prob, labels, 0.25) == pytest.approx(0.65)  # one of four: 0.85
+    assert threshold_at_false_accept_rate(prob, labels, 1.0) == 0.0
+    assert threshold_at_false_accept_rate(prob, torch.ones(8, dtype=torch.bool), 0.0) == 0.0  # no negatives
+
+
+def test_eot_threshold_is_calibrated_on_validation(small_traces, tmp_path):
+    from learn2pd.decoding.policies.learned import LearnedPolicy
+    from trainers.train_filter import FilterDataModule, TrainFilterConfig, train_filter
+
+    cfg = TrainFilterConfig(traces=str(small_traces), out=str(tmp_path / "eot"), target="eot", epochs=2,
+                            batch_size=64, filter={"kind": "eot", "block_length": 16}, wandb=False,
+                            log_dir=str(tmp_path / "logs"), calibrate_false_accept=0.0)
+    train_filter(cfg, progress=False)
+    eot = load_filter(tmp_path / "eot")
+    assert eot.config.training["calibrate_false_accept"] == 0.0
+    data = FilterDataModule(str(small_traces), eot.config.features, 16, "eot", 64, seed=0)
+    data.setup()
+    feats, labels, mask = data.splits["val"].tensors
+    with torch.no_grad():
+        prob = torch.sigmoid(eot(feats))[mask]
+    assert not ((prob > eot.config.threshold) & ~labels[mask]).any()  # no validation negative accepted
+    flt = load_filter(tmp_path / "eot")  # any filter module serves as the commit filter here
+    assert LearnedPolicy(flt, eot_module=eot).eot_threshold == eot.config.threshold
+    assert LearnedPolicy(flt, eot_module=eot, eot_threshold=0.3).eot_threshold == 0.3

@@ -73,3 +73,18 @@ def test_cut_rows_end_right_after_the_answer_and_other_batches_are_unchanged():
         answer_end = (row[p:] == TOK.eos_token_id).int().argmax().item()  # first EOS
         kept = int(live[p:].sum())
         assert answer_end + 1 <= kept <= answer_end + 4 and live[p:p + kept].all()
+
+
+def test_suffix_mask_covers_everything_from_a_cut_inside_the_answer():
+    from trainers.pretrain_tiny import suffix_mask
+
+    # prompt of 3, answer "20 21 22" then EOS padding (row 0); row 1 fills the region with no EOS
+    ids = torch.tensor([[2, 40, 4, 20, 21, 22, 1, 1], [2, 40, 4, 20, 21, 22, 23, 24]])
+    gen = torch.arange(8)[None].expand(2, 8) >= 3
+    mask = suffix_mask(ids, gen, 3, eos_id=1, u=torch.tensor([0.0, 0.0]))
+    assert mask.tolist() == [[False] * 3 + [True] * 5] * 2  # u=0: the whole answer
+    mask = suffix_mask(ids, gen, 3, eos_id=1, u=torch.tensor([0.999, 0.999]))
+    # the last cut is the first EOS (row 0: position 6) or the last position (row 1: no EOS)
+    assert mask[0].nonzero().flatten().tolist() == [6, 7] and mask[1].nonzero().flatten().tolist() == [7]
+    cuts = {int(suffix_mask(ids, gen, 3, 1, torch.tensor([u, u]))[0].int().argmax()) for u in torch.arange(0, 1, 0.05)}
+    assert cuts == {3, 4, 5, 6}  # every cut from the answer's first position to its first EOS

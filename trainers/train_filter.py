@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from torchmetrics.functional.classification import binary_auroc
 
 from learn2pd.configfile import config_from_args
+from learn2pd.filters.compare import threshold_at_false_accept_rate
 from learn2pd.filters.data import split_prompts, trace_tensors
 from learn2pd.filters.models import FilterConfig, build_filter
 from learn2pd.traces.store import load_traces, read_metadata
@@ -38,6 +39,9 @@ class TrainFilterConfig:
     epochs: int = 30
     batch_size: int = 4096
     false_accept_weight: float = 1.0  # >1 penalises accepting a wrong token more than rejecting a right one
+    # Set the exported inference threshold on the validation split: the lowest one whose false-accept
+    # rate stays within this budget. None keeps filter.threshold (Learn2PD's published 0.96).
+    calibrate_false_accept: float | None = None
     seed: int = 0
     wandb: bool = True
     wandb_project: str = "learn2pd"
@@ -178,9 +182,13 @@ def train_filter(cfg: TrainFilterConfig, progress: bool = True) -> dict:
     seconds = time.perf_counter() - start
     if best.state is not None:
         module.net.load_state_dict(best.state)
+    if cfg.calibrate_false_accept is not None:
+        module.fcfg.threshold = calibrated_threshold(module, data, cfg.calibrate_false_accept)
     test = trainer.test(module, data, verbose=False)[0]
     module.net.config.training = {"traces": cfg.traces, "target": cfg.target, "epochs": cfg.epochs, "lr": cfg.lr,
-                                  "false_accept_weight": cfg.false_accept_weight, "train_seconds": round(seconds, 1),
+                                  "false_accept_weight": cfg.false_accept_weight,
+                                  "calibrate_false_accept": cfg.calibrate_false_accept,
+                                  "train_seconds": round(seconds, 1),
                                   "best_val_loss": best.best, **{k: float(v) for k, v in test.items()}}
     module.net.save_pretrained(cfg.out)
     for lg in loggers:
@@ -190,6 +198,14 @@ def train_filter(cfg: TrainFilterConfig, progress: bool = True) -> dict:
 
         wandb.finish()
     return module.net.config.training
+
+
+@torch.no_grad()
+def calibrated_threshold(module: FilterModule, data: FilterDataModule, false_accept: float) -> float:
+    """The threshold at which the validation split's false-accept rate is `false_accept`."""
+    feats, labels, mask = data.splits["val"].tensors
+    prob = torch.sigmoid(module.net.eval()(feats))[mask]
+    return threshold_at_false_accept_rate(prob, labels[mask], false_accept)
 
 
 def build_config(argv=None) -> TrainFilterConfig:

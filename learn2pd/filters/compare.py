@@ -22,3 +22,13 @@ def false_accept_rate_at_recall(prob: torch.Tensor, labels: torch.Tensor, recall
     t = threshold_at_recall(prob, labels, recall)
     neg = prob[~labels.bool()]
     return (float((neg >= t).float().mean()) if len(neg) else 0.0), t
+
+
+def threshold_at_false_accept_rate(prob: torch.Tensor, labels: torch.Tensor, far: float) -> float:
+    """The lowest threshold t whose accepts (prob > t) include at most `far` of the negatives: the most
+    recall a false-accept budget allows."""
+    neg = prob[~labels.bool()].sort(descending=True).values
+    if len(neg) == 0:
+        return 0.0
+    k = math.floor(far * len(neg))  # negatives allowed above t
+    return float(neg[k]) if k < len(neg) else 0.0

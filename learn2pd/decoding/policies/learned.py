@@ -28,12 +28,14 @@ class LearnedPolicy(Policy):
     name = "learned"
 
     def __init__(self, filter_module, threshold: float | None = None, fallback: Policy | None = None,
-                 eot_module=None, eot_threshold: float = 0.5):
+                 eot_module=None, eot_threshold: float | None = None):
         from learn2pd.decoding.policies.vanilla import VanillaPolicy
 
         self.filter, self.eot = filter_module.eval(), eot_module.eval() if eot_module is not None else None
         self.threshold = float(threshold if threshold is not None else filter_module.config.threshold)
-        self.eot_threshold = eot_threshold
+        # The EoT predictor's own threshold (set on validation by train-filter) unless one is given.
+        self.eot_threshold = float(eot_threshold if eot_threshold is not None
+                                   else eot_module.config.threshold if eot_module is not None else 0.5)
         self.fallback = fallback or VanillaPolicy()
         self.blk = filter_module.config.block_length
         feats = set(filter_module.config.features) | (set(eot_module.config.features) if eot_module else set())
