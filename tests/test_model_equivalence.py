@@ -275,3 +275,20 @@ def test_bf16_forward_close_to_fp32(tmp_path):
             assert (lo.argmax(-1) == hi.argmax(-1)).float().mean() > 0.9
             cos = torch.nn.functional.cosine_similarity(lo, hi, dim=-1)
             assert cos.min() > 0.99
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rms_norm_equals_the_reference_formula_bitwise(dtype):
+    """RMSNorm uses the fused F.rms_norm; under both dtypes it must give exactly the reference's result."""
+    from reference_impl import ref_rms_norm
+
+    from learn2pd.models.modeling_llada import RMSNorm
+
+    g = torch.Generator().manual_seed(5)
+    norm = RMSNorm(48, 1e-5)
+    with torch.no_grad():
+        norm.weight.copy_(torch.rand(48, generator=g) + 0.5)
+    norm = norm.to(dtype)
+    x = (torch.randn(3, 7, 48, generator=g) * 3).to(dtype)
+    with torch.no_grad():
+        assert torch.equal(norm(x), ref_rms_norm(x, norm.weight, 1e-5))
