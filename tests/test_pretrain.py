@@ -88,3 +88,13 @@ def test_suffix_mask_covers_everything_from_a_cut_inside_the_answer():
     assert mask[0].nonzero().flatten().tolist() == [6, 7] and mask[1].nonzero().flatten().tolist() == [7]
     cuts = {int(suffix_mask(ids, gen, 3, 1, torch.tensor([u, u]))[0].int().argmax()) for u in torch.arange(0, 1, 0.05)}
     assert cuts == {3, 4, 5, 6}  # every cut from the answer's first position to its first EOS
+
+
+def test_suffix_cut_after_a_token_falls_right_after_one_of_its_occurrences():
+    from trainers.pretrain_tiny import suffix_mask
+
+    # prompt of 2; answer "5 = 7 8 = 9" then EOS; row 1 has no '=' (id 29) and keeps the uniform cut
+    ids = torch.tensor([[2, 4, 5, 29, 7, 8, 29, 9, 1], [2, 4, 5, 6, 7, 8, 9, 10, 1]])
+    gen = torch.arange(9)[None].expand(2, 9) >= 2
+    first = lambda u: suffix_mask(ids, gen, 2, 1, torch.tensor([u, u]), cut_after=29).int().argmax(1).tolist()  # noqa: E731
+    assert first(0.0) == [4, 2] and first(0.49) == [4, 5] and first(0.5) == [7, 5] and first(0.99) == [7, 8]

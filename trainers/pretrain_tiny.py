@@ -18,7 +18,9 @@ right 42% of the time, the same as with the whole answer masked (47%). A share o
 everything from a random cut point inside the answer on and nothing before it: the state
 semi-autoregressive decoding is in, and the only one where a step's own line is its sole witness. (With
 random masking kept before the cut, 500 steps at 0.5 moved nothing: a row then gives the local route
-about once in 25.)
+about once in 25. With a clean prefix and a uniform cut, 500 steps at 0.75 moved nothing either: the cut
+lands on a step's result in ~1 row in 5. `suffix_cut_after: "="` puts every cut of a row that has one
+right after an '=', on a worked step's result.)
 
 Initialisation: LLaDA-8B's `init_std` 0.02 is far too small at width 192: with every projection and
 the embedding at 0.02 the residual stream and attention logits start near zero, and in a measured run
@@ -108,7 +110,7 @@ class PeriodicExport(L.Callback):
 class MaskedDiffusionModule(L.LightningModule):
     def __init__(self, model_config: dict, lr: float, warmup_steps: int, max_steps: int, mask_id: int,
                  loss_weighting: str = "inverse_t", pad_weight: float = 1.0, eos_id: int = 1,
-                 suffix_fraction: float = 0.0):
+                 suffix_fraction: float = 0.0, suffix_cut_after: int | None = None):
         super().__init__()
         self.save_hyperparameters()
         self.model = LLaDAModelLM(LLaDAConfig(**model_config))
@@ -128,7 +130,8 @@ class MaskedDiffusionModule(L.LightningModule):
             # these rows see a clean prefix and a fully masked suffix instead of the random mask
             rows = torch.rand(B, device=ids.device) < self.hparams.suffix_fraction
             cut = torch.rand(B, device=ids.device)
-            masked = torch.where(rows[:, None], suffix_mask(ids, gen, prompt_len, self.hparams.eos_id, cut), masked)
+            masked = torch.where(rows[:, None], suffix_mask(ids, gen, prompt_len, self.hparams.eos_id, cut,
+                                                                      self.hparams.suffix_cut_after), masked)
         loss = self.masked_loss(ids, attn, gen, masked, t)
         self.log("train/loss", loss, prog_bar=True)
         return loss
@@ -159,13 +162,21 @@ class MaskedDiffusionModule(L.LightningModule):
         return [opt], [{"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, schedule), "interval": "step"}]
 
 
-def suffix_mask(ids, gen, prompt_len: int, eos_id: int, u: torch.Tensor) -> torch.Tensor:
+def suffix_mask(ids, gen, prompt_len: int, eos_id: int, u: torch.Tensor, cut_after: int | None = None):
     """Per row, every generation position from a cut point on; the cut is drawn uniformly (from `u` in
-    [0, 1)) between the answer's first position and its first EOS, both included."""
+    [0, 1)) between the answer's first position and its first EOS, both included. With `cut_after` (a
+    token id), rows holding that token cut right after one of its occurrences, drawn uniformly."""
     T = ids.shape[1]
     eos = gen & (ids == eos_id)
     end = torch.where(eos.any(1), eos.int().argmax(1), torch.full_like(u, T - 1, dtype=torch.long))
     cut = prompt_len + (u * (end - prompt_len + 1)).long()
+    if cut_after is not None:
+        after = torch.zeros_like(gen)
+        after[:, 1:] = gen[:, 1:] & gen[:, :-1] & (ids[:, :-1] == cut_after)
+        count = after.sum(1)
+        pick = (u * count).long() + 1  # the pick-th allowed position
+        chosen = (after & (after.cumsum(1) == pick[:, None])).int().argmax(1)
+        cut = torch.where(count > 0, chosen, cut)
     return gen & (torch.arange(T, device=ids.device)[None] >= cut[:, None])
 
 
@@ -183,11 +194,12 @@ def run_stage(cfg: dict, tok, out: Path, init, stage: int) -> MaskedDiffusionMod
     """One stage: a fresh optimizer and LR schedule, weights from the previous stage, its own data seed."""
     model_cfg = dict(cfg["model"], vocab_size=len(tok), embedding_size=len(tok), mask_token_id=tok.mask_token_id,
                      eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id, eot_token_id=None)
+    cut_after = tok.convert_tokens_to_ids(cfg["suffix_cut_after"]) if cfg.get("suffix_cut_after") else None
     # `schedule_steps` > `max_steps` stops a stage part-way down its cosine schedule.
     schedule = cfg.get("schedule_steps", cfg["max_steps"])
     module = MaskedDiffusionModule(model_cfg, cfg["lr"], cfg["warmup_steps"], schedule, tok.mask_token_id,
                                    cfg.get("loss_weighting", "inverse_t"), cfg.get("pad_weight", 1.0),
-                                   tok.eos_token_id, cfg.get("suffix_fraction", 0.0))
+                                   tok.eos_token_id, cfg.get("suffix_fraction", 0.0), cut_after)
     if init is not None:
         module.model.load_state_dict(init.model.state_dict())
     batches = TaskBatches(tok, cfg["gen_lengths"], cfg["batch_size"], cfg.get("families", FAMILIES),
