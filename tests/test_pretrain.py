@@ -98,3 +98,17 @@ def test_suffix_cut_after_a_token_falls_right_after_one_of_its_occurrences():
     gen = torch.arange(9)[None].expand(2, 9) >= 2
     first = lambda u: suffix_mask(ids, gen, 2, 1, torch.tensor([u, u]), cut_after=29).int().argmax(1).tolist()  # noqa: E731
     assert first(0.0) == [4, 2] and first(0.49) == [4, 5] and first(0.5) == [7, 5] and first(0.99) == [7, 8]
+
+
+def test_block_state_mask_is_clean_before_the_block_noisy_in_it_and_masked_after():
+    from trainers.pretrain_tiny import block_state_mask
+
+    # prompt of 2, generation region of 10 in blocks of 4: [2, 6), [6, 10), [10, 12)
+    gen = (torch.arange(12)[None] >= 2).expand(3, 12)
+    noise = torch.zeros(3, 12, dtype=torch.bool)
+    noise[:, ::2] = True  # even positions drawn as noise
+    mask = block_state_mask(gen, 2, 4, noise, u=torch.tensor([0.0, 0.5, 0.99]))
+    assert mask[0].nonzero().flatten().tolist() == [2, 4, 6, 7, 8, 9, 10, 11]  # block 0 noisy, rest masked
+    assert mask[1].nonzero().flatten().tolist() == [6, 8, 10, 11]  # block 1: block 0 clean
+    assert mask[2].nonzero().flatten().tolist() == [10]  # last block (short): only its noise
+    assert not mask[:, :2].any()  # the prompt is never masked
