@@ -43,3 +43,12 @@ def test_prompt_longer_than_context(random_ckpt, capsys):
     assert main(["generate", "--model", str(random_ckpt), "--prompt", "rev " + "a" * 80, "--gen-length", "32",
                  "--block-length", "32"]) == 2
     assert "exceeds the model's context" in capsys.readouterr().err
+
+
+def test_plan_families_group_sweep_points_and_keep_filters_apart():
+    from learn2pd.evaluation.runner import plan_family
+
+    assert plan_family("threshold:tau=0.7+eotp") == plan_family("threshold:tau=0.5+eotp") == "threshold+eotp"
+    assert plan_family("localleap:kappa=0.8,tau=0.6+adablock:b0=16") == "localleap+adablock"
+    assert plan_family("learned:threshold=0.8+eotp") == "learned+eotp"
+    assert plan_family("learned:path=ckpt/pw,threshold=0.8+localleap+eotp") == "learned(pw)+localleap+eotp"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
@@ -75,8 +76,14 @@ def _per_family(records) -> dict:
 
 
 def plan_family(policy_spec: str) -> str:
-    """`threshold:tau=0.7+eotp` -> `threshold+eotp`: the points of one family form its sweep."""
-    return "+".join(part.split(":")[0].strip() for part in policy_spec.split("+"))
+    """`threshold:tau=0.7+eotp` -> `threshold+eotp`: the points of one family form its sweep. A learned
+    policy with its own filter (`learned:path=DIR`) is its own family, `learned(DIR name)`."""
+    names = []
+    for part in policy_spec.split("+"):
+        name, _, params = part.partition(":")
+        path = dict(kv.split("=", 1) for kv in params.split(",") if "=" in kv).get("path")
+        names.append(f"{name.strip()}({Path(path).name})" if path else name.strip())
+    return "+".join(names)
 
 
 def evaluate(model, tokenizer, spec, problems, policies: list[str], config: DecodeConfig, batch_size: int = 64,
