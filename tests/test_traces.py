@@ -67,6 +67,29 @@ def test_resume_after_kill_gives_identical_dataset(random_ckpt, tmp_path):
     assert len(shard_dirs(tmp_path / "b")) == 3  # nothing duplicated
 
 
+def test_rerun_with_other_settings_or_weights_refuses_to_mix_shards(random_ckpt, tmp_path):
+    import torch
+
+    from learn2pd.models.loading import load_model
+
+    folder = tmp_path / "model"
+    shutil.copytree(random_ckpt, folder)
+    collect_traces(_cfg(folder, tmp_path / "t", num_prompts=4), progress=False)
+    with pytest.raises(ValueError, match="different reference_plan"):
+        collect_traces(_cfg(folder, tmp_path / "t", reference_plan="vanilla+eotp"), progress=False)
+    # the same folder and config retrained (other weights): refused too
+    model, _, _ = load_model(folder)
+    with torch.no_grad():
+        next(model.parameters()).add_(0.01)
+    model.save_pretrained(folder)
+    with pytest.raises(ValueError, match="different weights"):
+        collect_traces(_cfg(folder, tmp_path / "t", num_prompts=4), progress=False)
+    # more prompts with the same settings extend a collection
+    collect_traces(_cfg(folder, tmp_path / "u", num_prompts=2), progress=False)
+    more = collect_traces(_cfg(folder, tmp_path / "u", num_prompts=6), progress=False)
+    assert sorted(load_traces(more)["sequences"]["prompt_id"]) == list(range(6))
+
+
 def test_bad_prompts_are_skipped_and_listed(random_ckpt, tmp_path):
     tasks = tmp_path / "t.jsonl"
     tasks.write_text("\n".join(json.dumps(r) for r in [

@@ -8,7 +8,7 @@ Three families, each a pure function of a seeded RNG:
 Held-out problems come from a separate seed and are excluded from the training stream.
 
 Sizes: the generators draw from fixed wide ranges (`DRAW`), and the suite keeps the problems within
-`SIZES` (2-4 steps, 3-7 digits, 3-8 letters). Filtering, rather than drawing from narrower ranges,
+`SIZES` (2-5 steps, 3-7 digits, 3-8 letters). Filtering, rather than drawing from narrower ranges,
 keeps every stream's problems and the held-out exclusion set the same whatever sizes a caller asks
 for: the tiny model's first training stages used the wide ranges and never saw a held-out problem.
 """
@@ -56,7 +56,7 @@ def is_correct(problem: Problem, output: str) -> bool:
 
 
 DRAW = {"arith": (2, 6), "sort": (3, 10), "rev": (3, 12)}  # what the generators draw
-SIZES = {"arith": (2, 4), "sort": (3, 7), "rev": (3, 8)}  # what the suite keeps
+SIZES = {"arith": (2, 5), "sort": (3, 7), "rev": (3, 8)}  # what the suite keeps
 
 
 def size(problem: Problem) -> int:

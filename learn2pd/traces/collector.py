@@ -133,6 +133,24 @@ def _config_hash(model) -> str:
     return hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+@torch.no_grad()
+def weights_hash(model) -> str:
+    """A fingerprint of the weights (per-tensor sums, not the bytes: cheap even for an 8B model)."""
+    stats = [torch.stack([p.float().sum(), p.float().abs().sum()]).cpu() for p in model.parameters()]
+    return hashlib.sha256(torch.cat(stats).double().numpy().round(6).tobytes()).hexdigest()[:16]
+
+
+def _run_identity(cfg: CollectConfig, model, dcfg: DecodeConfig) -> dict:
+    """Everything that decides which prompts land in which shard and what is recorded for them. Not
+    num_prompts: prompt streams and batches are prefix-stable, so a rerun with more prompts extends."""
+    return {"model": str(cfg.model or "checkpoints/tiny-llada"), "model_config_hash": _config_hash(model),
+            "weights": weights_hash(model), "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+            "tasks": cfg.tasks, "question_field": cfg.question_field,
+            "answer_field": cfg.answer_field, "split": cfg.split, "mode": cfg.mode,
+            "reference_plan": cfg.reference_plan, "decoding": dataclasses.asdict(dcfg),
+            "batch_size": cfg.batch_size, "devices": cfg.devices}
+
+
 def _prepare(cfg: CollectConfig):
     from learn2pd.models.loading import load_model
     from learn2pd.tasks.loaders import load_problems
@@ -201,6 +219,7 @@ def collect_traces(cfg: CollectConfig, progress: bool = True) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     problems, model, tok, spec = _prepare(cfg)  # fail early on a bad model, task file or column
     dcfg = cfg.decode_config()
+    store.claim(out, _run_identity(cfg, model, dcfg))
     skipped = []
     for i, p in enumerate(problems):
         reason = _skip_reason(p.prompt, format_prompt(tok, p.prompt), dcfg, spec)

@@ -3,6 +3,7 @@
     OUT/shards/rank{r}-{k:05d}/   one DatasetDict per finished batch of prompts (temp name, then rename)
     OUT/traces/                   the merged DatasetDict (`load_traces(OUT)`), with metadata.json
     OUT/skipped.jsonl             prompts that were skipped, with the reason
+    OUT/run.json                  what the shards were collected with: a rerun must match it to resume
 """
 
 from __future__ import annotations
@@ -47,6 +48,24 @@ def write_shard(out: Path, rank: int, steps: dict, sequences: dict) -> Path:
     dd.save_to_disk(str(tmp))
     tmp.rename(final)
     return final
+
+
+def claim(out: Path, run: dict) -> None:
+    """Record what this collection runs with, or refuse to resume shards collected with anything else:
+    mixing traces of two models (or two settings) into one dataset would be silent garbage."""
+    path = out / "run.json"
+    if shard_dirs(out) and path.is_file():
+        old = json.loads(path.read_text())
+        differ = sorted(k for k in set(old) | set(run) if old.get(k) != run.get(k))
+        if differ:
+            raise ValueError(f"{out} holds traces collected with a different {', '.join(differ)}: "
+                             "pass a new --out, or delete that folder to start over")
+        return
+    if shard_dirs(out):
+        raise ValueError(f"{out} holds shards of an unknown run (no run.json): pass a new --out, or delete it")
+    tmp = out / "run.json.tmp"
+    tmp.write_text(json.dumps(run, indent=2, sort_keys=True) + "\n")
+    tmp.rename(path)
 
 
 def merge(out: Path, metadata: dict) -> Path:
