@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="end to end on the embedded tiny dLLM: traces, filter, evaluation")
     d.add_argument("--out", default="outputs/demo")
-    d.add_argument("--num-traces", type=int, default=192)
+    d.add_argument("--num-traces", type=int, default=512)
     d.add_argument("--num-samples", type=int, default=200)
     d.add_argument("--dtype", default="auto")
     d.add_argument("--quiet", action="store_true")

@@ -1,6 +1,6 @@
 """The end-to-end job on the embedded tiny dLLM: traces -> filter + EoT predictor -> every policy.
 
-    learn2pd demo [--out outputs/demo] [--num-traces 192] [--num-samples 200]
+    learn2pd demo [--out outputs/demo] [--num-traces 512] [--num-samples 200]
 """
 
 from __future__ import annotations
@@ -26,23 +26,23 @@ def learned_plans(filter_dir: Path, eot_dir: Path) -> list[str]:
             f"learned:{f},{e}+threshold:tau=0.7+eotp", "oracle+eotp"]
 
 
-def run_demo(out: str = "outputs/demo", num_traces: int = 192, num_samples: int = 200, gen_length: int = 128,
+def run_demo(out: str = "outputs/demo", num_traces: int = 512, num_samples: int = 200, gen_length: int = 128,
              block_length: int = 32, batch_size: int = 64, dtype: str = "auto", progress: bool = True) -> dict:
     from trainers.train_filter import TrainFilterConfig, train_filter
 
     out_dir = Path(out)
     t0 = time.perf_counter()
     say = print if progress else (lambda *a, **k: None)
-    say(f"[1/3] collecting oracle-replay traces of {num_traces} training problems")
+    say(f"[1/3] collecting oracle-replay traces of {num_traces} training problems (vanilla+eotp reference)")
     traces = collect_traces(CollectConfig(out=str(out_dir / "traces"), num_prompts=num_traces, gen_length=gen_length,
                                           block_length=block_length, batch_size=batch_size, dtype=dtype,
-                                          reference_plan="vanilla"), progress)
+                                          reference_plan="vanilla+eotp"), progress)
     say(f"[2/3] training the Learn2PD filter and the End-of-Text predictor (W&B offline, CSV) on {traces}")
     common = dict(traces=str(out_dir / "traces"), log_dir=str(out_dir / "logs"), epochs=30)
     filt = train_filter(TrainFilterConfig(out=str(out_dir / "filter"), target="filter",
                                           filter={"kind": "learn2pd", "block_length": block_length}, **common),
                         progress)
-    eot = train_filter(TrainFilterConfig(out=str(out_dir / "eot"), target="eot",
+    eot = train_filter(TrainFilterConfig(out=str(out_dir / "eot"), target="eot", calibrate_false_accept=0.001,
                                          filter={"kind": "eot", "block_length": block_length}, **common), progress)
     say(f"      filter test AUROC {filt['test/auroc']:.3f}, EoT test AUROC {eot['test/auroc']:.3f}")
     say(f"[3/3] evaluating {len(TRAINING_FREE) + 5} plans on {num_samples} held-out problems")
