@@ -1,6 +1,6 @@
 """Train the published Learn2PD filter and our variants on the same traces; compare on held-out prompts.
 
-    python benchmarks/filter_variants.py --traces outputs/traces/tiny [--epochs 30]
+    python benchmarks/filter_variants.py --traces outputs/traces/tiny [--epochs 40]
 
 Every filter is trained by `train_filter` (same split by prompt, same seed) and scored on the test
 prompts: AUROC, and the false-accept rate (wrong predictions the filter would commit) at the recall the
@@ -40,7 +40,7 @@ def test_scores(traces: str, filter_dir: str, seed: int):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--traces", default="outputs/traces/tiny")
-    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--block-length", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()

@@ -38,7 +38,7 @@ def run_demo(out: str = "outputs/demo", num_traces: int = 512, num_samples: int 
                                           block_length=block_length, batch_size=batch_size, dtype=dtype,
                                           reference_plan="vanilla+eotp"), progress)
     say(f"[2/3] training the Learn2PD filter and the End-of-Text predictor (W&B offline, CSV) on {traces}")
-    common = dict(traces=str(out_dir / "traces"), log_dir=str(out_dir / "logs"), epochs=30)
+    common = dict(traces=str(out_dir / "traces"), log_dir=str(out_dir / "logs"))
     filt = train_filter(TrainFilterConfig(out=str(out_dir / "filter"), target="filter",
                                           filter={"kind": "learn2pd", "block_length": block_length}, **common),
                         progress)
