@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -33,6 +34,8 @@ def run_demo(out: str = "outputs/demo", num_traces: int = 512, num_samples: int 
     out_dir = Path(out)
     t0 = time.perf_counter()
     say = print if progress else (lambda *a, **k: None)
+    # From nothing: traces left by an earlier demo (another model or settings) must not be resumed.
+    shutil.rmtree(out_dir / "traces", ignore_errors=True)
     say(f"[1/3] collecting oracle-replay traces of {num_traces} training problems (vanilla+eotp reference)")
     traces = collect_traces(CollectConfig(out=str(out_dir / "traces"), num_prompts=num_traces, gen_length=gen_length,
                                           block_length=block_length, batch_size=batch_size, dtype=dtype,
