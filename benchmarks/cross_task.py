@@ -1,6 +1,6 @@
 """Cross-task robustness: a filter trained on traces of two task families, decoding the third.
 
-    python benchmarks/cross_task.py --unseen rev [--num-traces 512] [--num-samples 300]
+    python benchmarks/cross_task.py --unseen rev [--num-traces 512] [--num-samples 300] [--kind positionwise]
 
 Collects oracle-replay traces on training problems of the other families only, trains the Learn2PD
 filter and the End-of-Text predictor on them, then evaluates vanilla and the learned plans on held-out
@@ -29,6 +29,7 @@ def main():
     ap.add_argument("--num-traces", type=int, default=512)
     ap.add_argument("--num-samples", type=int, default=300)
     ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--kind", default="learn2pd", choices=["learn2pd", "positionwise"], help="filter to train")
     ap.add_argument("--out", help="keep traces and filters here (default: a temporary folder)")
     args = ap.parse_args()
     seen = [f for f in FAMILIES if f != args.unseen]
@@ -38,7 +39,7 @@ def main():
                                               num_prompts=args.num_traces, reference_plan="vanilla+eotp",
                                               dtype=args.dtype), progress=True)
         common = dict(traces=str(traces.parent), log_dir=str(out / "logs"), wandb=False)
-        filt = train_filter(TrainFilterConfig(out=str(out / "filter"), filter={"kind": "learn2pd"}, **common), False)
+        filt = train_filter(TrainFilterConfig(out=str(out / "filter"), filter={"kind": args.kind}, **common), False)
         eot = train_filter(TrainFilterConfig(out=str(out / "eot"), target="eot",
                                              filter={"kind": "eot"}, **common), False)
         print(f"trained on {', '.join(seen)}: filter test AUROC {filt['test/auroc']:.3f}, "
@@ -48,7 +49,8 @@ def main():
         plans = ["vanilla", "vanilla+eotp", f"learned:{f},{e}+eotp", f"learned:{f},{e}+localleap+eotp", "oracle+eotp"]
         report = evaluate(model, tok, spec, heldout_problems([args.unseen], args.num_samples), plans,
                           DecodeConfig(gen_length=128, block_length=32))
-    print(f"unseen family {args.unseen!r}, {args.num_samples} held-out problems, gen 128, block 32")
+    print(f"unseen family {args.unseen!r} ({args.kind} filter), {args.num_samples} held-out problems, "
+          "gen 128, block 32")
     for r in report["results"]:
         r["policy"] = r["policy"].replace(f"{f},{e}", "cross-task")
     print(markdown_table(report["results"]))
