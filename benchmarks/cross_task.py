@@ -46,7 +46,8 @@ def main():
               f"EoT test AUROC {eot['test/auroc']:.3f}")
         model, tok, spec = load_model(dtype=args.dtype)
         f, e = f"path={out / 'filter'}", f"eot={out / 'eot'}"
-        plans = ["vanilla", "vanilla+eotp", f"learned:{f},{e}+eotp", f"learned:{f},{e}+localleap+eotp", "oracle+eotp"]
+        plans = ["vanilla", "vanilla+eotp", f"learned:{f},{e}+eotp", f"learned:{f},{e}+localleap+eotp",
+                 f"learned:{f},{e},floor=0.9+eotp", "oracle+eotp"]
         report = evaluate(model, tok, spec, heldout_problems([args.unseen], args.num_samples), plans,
                           DecodeConfig(gen_length=128, block_length=32))
     print(f"unseen family {args.unseen!r} ({args.kind} filter), {args.num_samples} held-out problems, "

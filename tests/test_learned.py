@@ -94,3 +94,11 @@ def test_a_short_last_block_keeps_its_last_position(filters):
     state = StepState(torch.full((1, width), 0.5), torch.full((1, width), 3), torch.ones(1, width, dtype=torch.bool),
                       block, torch.zeros(1, dtype=torch.long), torch.ones(1, dtype=torch.long), torch.arange(1))
     assert policy.select(state)[0].tolist() == block[0].tolist()
+
+
+def test_confidence_floor_vetoes_the_filters_accepts(model, filters):
+    # a filter that accepts everything, floored at 0.3 with the vanilla fallback, is threshold decoding at 0.3
+    floored = _run(model, f"learned:path={filters / 'l2pd'},threshold=0.0,floor=0.3")
+    ref = _run(model, "threshold:tau=0.3")
+    assert torch.equal(floored.sequences, ref.sequences) and torch.equal(floored.nfe, ref.nfe)
+    assert floored.nfe.sum() > _run(model, f"learned:path={filters / 'l2pd'},threshold=0.0").nfe.sum()

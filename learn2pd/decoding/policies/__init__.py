@@ -93,13 +93,13 @@ def make_plan(spec: str | Policy | DecodingPlan) -> DecodingPlan:
         # `learned+localleap`: the other policy is the filter's fallback (default vanilla, as published).
         from learn2pd.decoding.policies.learned import DEFAULT_EOT, LearnedPolicy
 
-        unknown = set(learned) - {"path", "threshold", "eot"}
+        unknown = set(learned) - {"path", "threshold", "eot", "floor"}
         if unknown:
             raise PolicySpecError(f"bad parameters for 'learned' in {spec!r}: {sorted(unknown)}; "
-                                  "use path=, threshold=, eot=")
+                                  "use path=, threshold=, eot=, floor=")
         eot_path = learned.get("eot") or (DEFAULT_EOT if eotp and DEFAULT_EOT.is_dir() else None)
         policy = LearnedPolicy.from_pretrained(learned.get("path"), learned.get("threshold"), policy,
-                                               eot_path=eot_path)
+                                               eot_path=eot_path, floor=learned.get("floor"))
     if policy is None:
         # AdaBlock alone is AdaBlock on threshold decoding (tau 0.9), as published.
         policy = ThresholdPolicy(0.9)

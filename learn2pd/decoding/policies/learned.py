@@ -28,7 +28,7 @@ class LearnedPolicy(Policy):
     name = "learned"
 
     def __init__(self, filter_module, threshold: float | None = None, fallback: Policy | None = None,
-                 eot_module=None, eot_threshold: float | None = None):
+                 eot_module=None, eot_threshold: float | None = None, floor: float | None = None):
         from learn2pd.decoding.policies.vanilla import VanillaPolicy
 
         self.filter, self.eot = filter_module.eval(), eot_module.eval() if eot_module is not None else None
@@ -37,6 +37,9 @@ class LearnedPolicy(Policy):
         self.eot_threshold = float(eot_threshold if eot_threshold is not None
                                    else eot_module.config.threshold if eot_module is not None else 0.5)
         self.fallback = fallback or VanillaPolicy()
+        # Optional confidence floor under the filter's accepts: a filter trained on traces with almost no
+        # wrong predictions learns to accept everything; the floor keeps the model's own doubt a veto.
+        self.floor = float(floor) if floor is not None else None
         self.blk = filter_module.config.block_length
         feats = set(filter_module.config.features) | (set(eot_module.config.features) if eot_module else set())
         self.needs_logits = bool(feats & LOGIT_FEATURES)
@@ -46,7 +49,8 @@ class LearnedPolicy(Policy):
 
     @classmethod
     def from_pretrained(cls, path=None, threshold: float | None = None, fallback: Policy | str | None = None,
-                        eot_path=None, model_type: str | None = None, block_length: int | None = None):
+                        eot_path=None, model_type: str | None = None, block_length: int | None = None,
+                        floor: float | None = None):
         """Load a filter (and optionally an EoT predictor); refuse one trained for another model or block."""
         from learn2pd.decoding.policies import make_policy
 
@@ -55,10 +59,11 @@ class LearnedPolicy(Policy):
         eot = load_filter(eot_path) if eot_path else None
         if isinstance(fallback, str):
             fallback = make_policy(fallback)
-        return cls(filt, threshold, fallback, eot)
+        return cls(filt, threshold, fallback, eot, floor=floor)
 
     def describe(self) -> str:
-        return f"learned:threshold={self.threshold}+fallback={self.fallback.describe()}"
+        floor = f",floor={self.floor}" if self.floor is not None else ""
+        return f"learned:threshold={self.threshold}{floor}+fallback={self.fallback.describe()}"
 
     def check(self, cfg, spec) -> None:
         _check(self.filter.config, "(loaded filter)", spec.family, cfg.block_length)
@@ -99,6 +104,8 @@ class LearnedPolicy(Policy):
         prob = torch.sigmoid(self.filter(feats))
         valid = torch.arange(self.blk, device=idx.device) < length[:, None]
         accept_blk = (prob > self.threshold) & valid
+        if self.floor is not None:
+            accept_blk &= feats_conf(state, idx) >= self.floor
         accept = self._to_rows(accept_blk, start, width) & state.candidates
         self._accepted = accept
         if self.eot is not None:
@@ -139,6 +146,11 @@ class LearnedPolicy(Policy):
             return fallback
         sure = is_end & (self._eot_prob > self.eot_threshold)
         return torch.where(sure.any(-1), sure.int().argmax(-1), fallback)
+
+
+def feats_conf(state, idx) -> torch.Tensor:
+    """The model's confidence at the block's positions [N, blk]."""
+    return state.confidence.gather(1, idx).float()
 
 
 def _check(config, path, model_type, block_length) -> None:
