@@ -133,6 +133,7 @@ def test_eot_threshold_is_calibrated_on_validation(small_traces, tmp_path):
     feats, labels, mask = data.splits["val"].tensors
     with torch.no_grad():
         prob = torch.sigmoid(eot(feats))[mask]
+    assert (~labels[mask]).any()  # there are negatives to refuse
     assert not ((prob > eot.config.threshold) & ~labels[mask]).any()  # no validation negative accepted
     flt = load_filter(tmp_path / "eot")  # any filter module serves as the commit filter here
     assert LearnedPolicy(flt, eot_module=eot).eot_threshold == eot.config.threshold

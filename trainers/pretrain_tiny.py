@@ -14,8 +14,9 @@ Suffix masking (`suffix_fraction`): in uniformly random masking, when a worked s
 a later copy of it (the next line starts with it) is almost always visible, so the model learns to copy
 from the future and never to compute a line from its own operands. Measured on the shipped model before
 this option: with lines 1..k visible and everything from line k's result on masked, line 2's result was
-right 42% of the time, the same as with the whole answer masked (47%). A share of rows therefore masks
-everything from a random cut point inside the answer on and nothing before it: the state
+right 42% of the time, no better than with the whole answer masked (43%; benchmarks/arith_probe.py).
+A share of rows therefore masks everything from a random cut point inside the answer on and nothing
+before it: the state
 semi-autoregressive decoding is in, and the only one where a step's own line is its sole witness. (With
 random masking kept before the cut, 500 steps at 0.5 moved nothing: a row then gives the local route
 about once in 25. With a clean prefix and a uniform cut, 500 steps at 0.75 moved nothing either: the cut

@@ -160,8 +160,8 @@ def _prepare(cfg: CollectConfig):
     return problems, model, tok, spec
 
 
-def _collect_rank(cfg: CollectConfig, rank: int, world: int, progress: bool) -> None:
-    problems, model, tok, spec = _prepare(cfg)
+def _collect_rank(cfg: CollectConfig, rank: int, world: int, progress: bool, prepared=None) -> None:
+    problems, model, tok, spec = prepared or _prepare(cfg)  # a spawned rank loads its own copy
     out, dcfg = Path(cfg.out), cfg.decode_config()
     encoded = [format_prompt(tok, p.prompt) for p in problems]
     valid = [i for i in range(len(problems)) if _skip_reason(problems[i].prompt, encoded[i], dcfg, spec) is None]
@@ -217,9 +217,11 @@ def collect_traces(cfg: CollectConfig, progress: bool = True) -> Path:
     cfg.validate()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    problems, model, tok, spec = _prepare(cfg)  # fail early on a bad model, task file or column
+    prepared = _prepare(cfg)  # fail early on a bad model, task file or column
+    problems, model, tok, spec = prepared
     dcfg = cfg.decode_config()
-    store.claim(out, _run_identity(cfg, model, dcfg))
+    identity = _run_identity(cfg, model, dcfg)
+    store.claim(out, identity)
     skipped = []
     for i, p in enumerate(problems):
         reason = _skip_reason(p.prompt, format_prompt(tok, p.prompt), dcfg, spec)
@@ -236,14 +238,11 @@ def collect_traces(cfg: CollectConfig, progress: bool = True) -> Path:
         fabric = Fabric(accelerator=accelerator, devices=cfg.devices, strategy="ddp_spawn")
         fabric.launch(_fabric_worker, cfg, progress)
     else:
-        _collect_rank(cfg, 0, 1, progress)
+        _collect_rank(cfg, 0, 1, progress, prepared)
     metadata = {
-        "learn2pd_version": __version__, "model": str(cfg.model or "checkpoints/tiny-llada"),
-        "model_config_hash": _config_hash(model), "model_type": model.config.model_type,
+        **identity, "learn2pd_version": __version__, "model_type": model.config.model_type,
         "tokenizer": tok.name_or_path, "mask_id": spec.mask_id, "end_ids": list(spec.end_ids),
-        "mode": cfg.mode, "reference_plan": cfg.reference_plan, "task": cfg.tasks, "num_prompts": len(problems),
-        "skipped": len(skipped), "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
-        "seed": cfg.seed, "decoding": dataclasses.asdict(dcfg), "devices": cfg.devices,
+        "num_prompts": len(problems), "skipped": len(skipped), "seed": cfg.seed,
         "collect_seconds_last_run": round(time.perf_counter() - start, 2),
     }
     return store.merge(out, metadata)

@@ -105,7 +105,7 @@ class LearnedPolicy(Policy):
         valid = torch.arange(self.blk, device=idx.device) < length[:, None]
         accept_blk = (prob > self.threshold) & valid
         if self.floor is not None:
-            accept_blk &= feats_conf(state, idx) >= self.floor
+            accept_blk &= state.confidence.gather(1, idx) >= self.floor
         accept = self._to_rows(accept_blk, start, width) & state.candidates
         self._accepted = accept
         if self.eot is not None:
@@ -146,11 +146,6 @@ class LearnedPolicy(Policy):
             return fallback
         sure = is_end & (self._eot_prob > self.eot_threshold)
         return torch.where(sure.any(-1), sure.int().argmax(-1), fallback)
-
-
-def feats_conf(state, idx) -> torch.Tensor:
-    """The model's confidence at the block's positions [N, blk]."""
-    return state.confidence.gather(1, idx).float()
 
 
 def _check(config, path, model_type, block_length) -> None:
