@@ -15,6 +15,7 @@ import tempfile
 import time
 
 import torch
+from torchmetrics.functional.classification import binary_auroc
 
 from learn2pd.filters.compare import false_accept_rate_at_recall
 from learn2pd.filters.models import load_filter
@@ -58,6 +59,16 @@ def main():
                 base_recall = float((prob[labels] > threshold).float().mean())
             rows.append((name, sum(p.numel() for p in load_filter(out).parameters()), seconds, metrics["test/auroc"],
                          *(false_accept_rate_at_recall(prob, labels, r)[0] for r in (base_recall, 0.90, 0.95))))
+    # The untrained reference: the model's own confidence as the score (what threshold decoding uses).
+    data = FilterDataModule(args.traces, ["confidence"], args.block_length, "filter", 4096, args.seed)
+    data.setup()
+    masked = sum(int(d.tensors[2].sum()) for d in data.splits.values())
+    wrong = sum(int((d.tensors[2] & ~d.tensors[1]).sum()) for d in data.splits.values())
+    feats, labels, mask = data.splits["test"].tensors
+    conf, labels = feats[..., 0][mask], labels[mask]
+    rows.append(("model confidence alone (no training)", 0, 0.0, float(binary_auroc(conf, labels.long())),
+                 *(false_accept_rate_at_recall(conf, labels, r)[0] for r in (base_recall, 0.90, 0.95))))
+    print(f"{args.traces}: {masked} still-masked positions over all steps, {wrong} not yet final")
     print(f"test prompts of {args.traces}; baseline recall at its threshold: {base_recall:.3f}")
     print(f"| filter | params | train s | test AUROC | FAR @ recall {base_recall:.3f} | FAR @ 0.90 | FAR @ 0.95 |")
     print("|---|---:|---:|---:|---:|---:|---:|")
