@@ -112,3 +112,39 @@ def test_block_state_mask_is_clean_before_the_block_noisy_in_it_and_masked_after
     assert mask[1].nonzero().flatten().tolist() == [6, 8, 10, 11]  # block 1: block 0 clean
     assert mask[2].nonzero().flatten().tolist() == [10]  # last block (short): only its noise
     assert not mask[:, :2].any()  # the prompt is never masked
+
+
+def test_confidence_ordered_rows_keep_the_least_confident_answer_tokens_masked():
+    torch.manual_seed(0)
+    cfg = dict(MODEL, vocab_size=len(TOK), embedding_size=len(TOK), mask_token_id=0, eos_token_id=1, pad_token_id=1)
+    module = MaskedDiffusionModule(cfg, 1e-3, 1, 10, mask_id=0, loss_weighting="none", eos_id=1)
+    ids = torch.tensor([[5, 6, 7, 20, 21, 22, 23, 1, 1, 1]] * 3)
+    gen = torch.arange(10)[None].expand_as(ids) >= 3
+    conf = torch.full((3, 10), 0.5)
+    conf[:, 3:7] = torch.tensor([0.9, 0.2, 0.7, 0.4])  # answer tokens by confidence: 3, 5, 6, 4
+    fake = torch.zeros(3, 10, len(TOK))
+    fake[..., 2] = conf.logit()  # softmax over {token 2, the rest at logit 0} tracks conf's order
+
+    class Fixed(torch.nn.Module):
+        def forward(self, x, attention_mask=None):
+            return type("Out", (), {"logits": fake})()
+
+    module.model = Fixed()
+    mask = module.confidence_ordered_mask(ids, torch.ones_like(ids), gen, u=torch.tensor([0.0, 0.45, 0.99]))
+    assert mask[0].nonzero().flatten().tolist() == [3, 4, 5, 6]  # nothing committed yet
+    assert mask[1].nonzero().flatten().tolist() == [4, 6]  # the two most confident (3, 5) committed
+    assert not mask[2].any()  # all committed
+
+
+def test_ordered_rows_replace_the_random_mask_inside_the_answer_only():
+    torch.manual_seed(0)
+    cfg = dict(MODEL, vocab_size=len(TOK), embedding_size=len(TOK), mask_token_id=0, eos_token_id=1, pad_token_id=1)
+    module = MaskedDiffusionModule(cfg, 1e-3, 1, 10, mask_id=0, loss_weighting="none", eos_id=1, ordered_fraction=1.0)
+    ids = torch.tensor([[5, 6, 7, 20, 21, 22, 23, 1, 1, 1]]).repeat(64, 1)
+    seen = []
+    module.masked_loss = lambda ids, attn, gen, masked, t: seen.append(masked) or torch.zeros(())
+    module.log = lambda *a, **k: None
+    module.training_step((ids[None], torch.ones_like(ids)[None], torch.tensor(3)), 0)
+    masked = seen[0]
+    assert not masked[:, :3].any() and not masked[:, 7:].any()  # prompt, first EOS and padding visible
+    assert set(masked.sum(1).tolist()) == {0, 1, 2, 3, 4}  # 0 to all 4 answer tokens still masked
