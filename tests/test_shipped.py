@@ -66,3 +66,15 @@ def test_shipped_filter_decodes_in_parallel_and_stays_accurate(shipped_report):
         assert r["nfe_mean"] < v["nfe_mean"] / 3, name
         assert r["nfe_mean"] >= o["nfe_mean"]  # nothing beats the oracle's floor on the same problems
         assert r["accuracy"] >= v["accuracy"] - 5.0, name
+
+
+def test_committing_arith_in_parallel_costs_accuracy(tiny):
+    # The suite exists to make parallel decoding costly: each worked step needs the previous result and
+    # one forward computes about two steps. On the README's 500 problems threshold tau 0.5 loses about
+    # 17 points on arith against vanilla; here, on 60 chains, it must lose at least 8.
+    model, tok, spec = tiny
+    problems = heldout_problems(("arith",), n=60)
+    report = evaluate(model, tok, spec, problems, ["vanilla", "threshold:tau=0.5"], CFG, batch_size=60,
+                      progress=False)
+    acc = {r["policy"]: r["accuracy"] for r in report["results"]}
+    assert acc["vanilla"] >= 90.0 and acc["threshold:tau=0.5"] <= acc["vanilla"] - 8.0

@@ -2,13 +2,15 @@
 
 Three families, each a pure function of a seeded RNG:
 - `arith`: a chain of single-digit operations mod 10 with worked steps, one per line. Each line needs
-  the previous line's result, so committing many lines in parallel is costly (a dLLM guesses).
+  the previous line's result, so committing many lines in parallel is costly (a dLLM guesses). The
+  suite keeps chains of 3-6 steps: the embedded model computes about two steps in one forward, so a
+  2-step chain costs nothing to commit at once and measures nothing about parallel decoding.
 - `sort`: sort a list of digits.
 - `rev`: reverse a string of letters.
 Held-out problems come from a separate seed and are excluded from the training stream.
 
 Sizes: the generators draw from fixed wide ranges (`DRAW`), and the suite keeps the problems within
-`SIZES` (2-5 steps, 3-7 digits, 3-8 letters). Filtering, rather than drawing from narrower ranges,
+`SIZES` (3-6 steps, 3-7 digits, 3-8 letters). Filtering, rather than drawing from narrower ranges,
 keeps every stream's problems and the held-out exclusion set the same whatever sizes a caller asks
 for: the tiny model's first training stages used the wide ranges and never saw a held-out problem.
 """
@@ -56,7 +58,7 @@ def is_correct(problem: Problem, output: str) -> bool:
 
 
 DRAW = {"arith": (2, 6), "sort": (3, 10), "rev": (3, 12)}  # what the generators draw
-SIZES = {"arith": (2, 5), "sort": (3, 7), "rev": (3, 8)}  # what the suite keeps
+SIZES = {"arith": (3, 6), "sort": (3, 7), "rev": (3, 8)}  # what the suite keeps
 
 
 def size(problem: Problem) -> int:
