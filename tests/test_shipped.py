@@ -39,11 +39,11 @@ def shipped_report(tiny):
 def test_vanilla_reaches_the_accuracy_floor(shipped_report):
     v = shipped_report["vanilla"]
     assert v["nfe_mean"] == CFG.gen_length  # one token per forward
-    # 91.6% on the README's 500 problems (arith 98, sort 77, rev 100); a broken checkpoint or engine
+    # 99.0% on the README's 500 problems (arith 100, sort 97, rev 100); a broken checkpoint or engine
     # drops far below these floors on this sample
     assert v["accuracy"] >= 85.0
     fam = {f: r["accuracy"] for f, r in v["per_family"].items()}
-    assert fam["arith"] >= 85.0 and fam["rev"] >= 90.0 and fam["sort"] >= 60.0
+    assert fam["arith"] >= 85.0 and fam["rev"] >= 90.0 and fam["sort"] >= 85.0
 
 
 def test_eotp_cuts_padding_work(shipped_report):
@@ -54,7 +54,7 @@ def test_eotp_cuts_padding_work(shipped_report):
 
 def test_eotp_keeps_vanillas_accuracy(shipped_report):
     # the model was trained with rows cut right after the answer (cut_fraction), as EoTP leaves them:
-    # +1.2 points on the README's 500 problems; here at most 3 of 48 problems may differ (the model
+    # -1.6 points on the README's 500 problems (sort); here at most 3 of 48 problems may differ (the model
     # before that training lost 20 points)
     assert shipped_report["vanilla+eotp"]["accuracy"] >= shipped_report["vanilla"]["accuracy"] - 6.5
 
@@ -64,7 +64,9 @@ def test_shipped_filter_decodes_in_parallel_and_stays_accurate(shipped_report):
     for name in ("learned+eotp", "learned+localleap+eotp"):
         r = shipped_report[name]
         assert r["nfe_mean"] < v["nfe_mean"] / 3, name
-        assert r["nfe_mean"] >= o["nfe_mean"]  # nothing beats the oracle's floor on the same problems
+        # only the oracle commits each token the moment it is final; a policy can undercut it solely by
+        # committing tokens that are not, which costs accuracy on the rows where it happens
+        assert r["nfe_mean"] >= 0.9 * o["nfe_mean"], name
         assert r["accuracy"] >= v["accuracy"] - 5.0, name
 
 
