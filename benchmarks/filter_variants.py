@@ -19,6 +19,7 @@ from torchmetrics.functional.classification import binary_auroc
 
 from learn2pd.filters.compare import false_accept_rate_at_recall
 from learn2pd.filters.models import load_filter
+from learn2pd.traces.store import load_traces
 from trainers.train_filter import FilterDataModule, TrainFilterConfig, train_filter
 
 EXTRA = ["confidence", "margin", "entropy", "masked", "stable", "pos_in_block", "pos_in_answer"]
@@ -68,7 +69,11 @@ def main():
     conf, labels = feats[..., 0][mask], labels[mask]
     rows.append(("model confidence alone (no training)", 0, 0.0, float(binary_auroc(conf, labels.long())),
                  *(false_accept_rate_at_recall(conf, labels, r)[0] for r in (base_recall, 0.90, 0.95))))
-    print(f"{args.traces}: {masked} still-masked positions over all steps, {wrong} not yet final")
+    traces = load_traces(args.traces)
+    steps, prompts = len(traces["steps"]), len(traces["sequences"])
+    nfe = sum(traces["sequences"]["nfe"]) / prompts
+    print(f"{args.traces}: {prompts} prompts, reference decode {nfe:.2f} forwards each; {steps} step rows "
+          f"({steps / prompts:.2f} per prompt), {masked} still-masked positions over all steps, {wrong} not yet final")
     print(f"test prompts of {args.traces}; baseline recall at its threshold: {base_recall:.3f}")
     print(f"| filter | params | train s | test AUROC | FAR @ recall {base_recall:.3f} | FAR @ 0.90 | FAR @ 0.95 |")
     print("|---|---:|---:|---:|---:|---:|---:|")

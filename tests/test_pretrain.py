@@ -148,3 +148,25 @@ def test_ordered_rows_replace_the_random_mask_inside_the_answer_only():
     masked = seen[0]
     assert not masked[:, :3].any() and not masked[:, 7:].any()  # prompt, first EOS and padding visible
     assert set(masked.sum(1).tolist()) == {0, 1, 2, 3, 4}  # 0 to all 4 answer tokens still masked
+
+
+@pytest.mark.parametrize("kind", ["suffix_fraction", "block_fraction"])
+def test_a_row_kind_with_the_whole_share_shapes_every_row(kind):
+    torch.manual_seed(0)
+    cfg = dict(MODEL, vocab_size=len(TOK), embedding_size=len(TOK), mask_token_id=0, eos_token_id=1, pad_token_id=1)
+    module = MaskedDiffusionModule(cfg, 1e-3, 1, 10, mask_id=0, loss_weighting="none", eos_id=1, block_length=4,
+                                   **{kind: 1.0})
+    ids = torch.tensor([[5, 6, 20, 21, 22, 23, 24, 1, 1, 1, 1, 1]]).repeat(64, 1)
+    seen = []
+    module.masked_loss = lambda ids, attn, gen, masked, t: seen.append(masked) or torch.zeros(())
+    module.log = lambda *a, **k: None
+    module.training_step((ids[None], torch.ones_like(ids)[None], torch.tensor(2)), 0)
+    masked = seen[0]
+    assert not masked[:, :2].any() and masked.any(1).sum() >= 48  # prompt clean; most rows masked
+    for row in masked[masked.any(1)]:
+        first = int(row.int().argmax())
+        if kind == "suffix_fraction":  # a clean prefix, then everything masked
+            assert row[first:].all()
+        else:  # blocks of 4 from position 2: every block after the first noisy one fully masked
+            next_block = 2 + ((first - 2) // 4 + 1) * 4
+            assert row[next_block:].all()

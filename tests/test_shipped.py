@@ -72,8 +72,8 @@ def test_shipped_filter_decodes_in_parallel_and_stays_accurate(shipped_report):
 
 def test_committing_arith_in_parallel_costs_accuracy(tiny):
     # The suite exists to make parallel decoding costly: each worked step needs the previous result and
-    # one forward computes about two steps. On the README's 500 problems threshold tau 0.5 loses about
-    # 17 points on arith against vanilla; here, on 60 chains, it must lose at least 8.
+    # one forward computes about two steps. On the README's 500 problems threshold tau 0.5 loses 18
+    # points on arith against vanilla; here, on 60 chains, it must lose at least 8.
     model, tok, spec = tiny
     problems = heldout_problems(("arith",), n=60)
     report = evaluate(model, tok, spec, problems, ["vanilla", "threshold:tau=0.5"], CFG, batch_size=60,

@@ -33,12 +33,13 @@ Confidence-ordered rows (`ordered_fraction`): decoding one token at a time commi
 padding) and the separators first, then the digits the model is surest of, so the digits it doubts most
 are predicted last, with the rest of the answer visible. After stage 6 the model filled "0 0 5 _ 8" with
 5 (sort 7 8 5 0 0) and sorted 76.6% of held-out lists one token at a time against 98.8% in one forward.
-With the correct answer visible and one digit masked, that digit was right 94% of the time when chosen
-at random but 88% when it was the least confident one (200 held-out lists), and those are the states
-decoding visits. Rows kept visible only at random answer positions (end visible) did not move sort in
-400 steps. A share of rows is therefore drawn in that order: one no-gradient forward with the whole
-generation region masked ranks the answer's tokens by confidence; a random number of the most
-confident ones and everything from the first EOS on are visible, the rest masked.
+With the correct answer visible and one digit masked, that digit was right 94.0% of the time when
+chosen at random but 88.0% when it was the least confident one (benchmarks/sort_probe.py, 200
+held-out lists), and those are the states decoding visits. Rows masking random answer tokens (end
+visible) did not move sort in 400 steps. A share of rows is therefore drawn in that order: one
+no-gradient forward with the whole generation region masked ranks the answer's tokens by confidence;
+a random number of the most confident ones and everything from the first EOS on are visible, the rest
+masked.
 
 Initialisation: LLaDA-8B's `init_std` 0.02 is far too small at width 192: with every projection and
 the embedding at 0.02 the residual stream and attention logits start near zero, and in a measured run
@@ -145,26 +146,23 @@ class MaskedDiffusionModule(L.LightningModule):
         gen[:, prompt_len:] = True
         gen &= attn.bool()  # positions cut from a row (cut_fraction) are neither seen nor predicted
         masked = gen & (torch.rand(B, T, device=ids.device) < t[:, None])
-        kind = torch.rand(B, device=ids.device)  # which noise each row gets
-        if self.hparams.suffix_fraction:
-            # these rows see a clean prefix and a fully masked suffix instead of the random mask
-            rows = kind < self.hparams.suffix_fraction
+        hp = self.hparams
+        # Which noise each row gets: 0 suffix, 1 block state, 2 confidence-ordered, 3 the random mask.
+        shares = torch.tensor([hp.suffix_fraction, hp.block_fraction, hp.ordered_fraction]).cumsum(0)
+        kind = torch.bucketize(torch.rand(B, device=ids.device), shares.to(ids.device), right=True)
+        if hp.suffix_fraction:
+            # a clean prefix and a fully masked suffix
             cut = torch.rand(B, device=ids.device)
-            masked = torch.where(rows[:, None], suffix_mask(ids, gen, prompt_len, self.hparams.eos_id, cut,
-                                                            self.hparams.suffix_cut_after), masked)
-        if self.hparams.block_fraction:
-            # these rows are in a semi-autoregressive state: earlier blocks clean, one block masked at
-            # rate t, every later block fully masked
-            lo = self.hparams.suffix_fraction
-            rows = (kind >= lo) & (kind < lo + self.hparams.block_fraction)
-            state = block_state_mask(gen, prompt_len, self.hparams.block_length, masked,
-                                     torch.rand(B, device=ids.device))
-            masked = torch.where(rows[:, None], state, masked)
-        if self.hparams.ordered_fraction:
-            # these rows are where one-token-at-a-time decoding goes: the answer tokens the model is
-            # most sure of (fully masked) already committed, the least sure still masked
-            lo = self.hparams.suffix_fraction + self.hparams.block_fraction
-            rows = ((kind >= lo) & (kind < lo + self.hparams.ordered_fraction)).nonzero().squeeze(1)
+            suffix = suffix_mask(ids, gen, prompt_len, hp.eos_id, cut, hp.suffix_cut_after)
+            masked = torch.where((kind == 0)[:, None], suffix, masked)
+        if hp.block_fraction:
+            # a semi-autoregressive state: earlier blocks clean, one block masked at rate t, later ones masked
+            state = block_state_mask(gen, prompt_len, hp.block_length, masked, torch.rand(B, device=ids.device))
+            masked = torch.where((kind == 1)[:, None], state, masked)
+        if hp.ordered_fraction:
+            # where one-token-at-a-time decoding goes: the answer tokens the model is most sure of (fully
+            # masked) already committed, the least sure still masked
+            rows = (kind == 2).nonzero().squeeze(1)
             if len(rows):
                 masked[rows] = self.confidence_ordered_mask(ids[rows], attn[rows], gen[rows],
                                                             torch.rand(len(rows), device=ids.device))
