@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from learn2pd import __version__
+from learn2pd.version import __version__
 
 USER_ERRORS: tuple[type[Exception], ...] = (ValueError, FileNotFoundError, OSError)
 
@@ -26,7 +26,7 @@ def _decode_args(p: argparse.ArgumentParser) -> None:
 
 
 def _config(args):
-    from learn2pd.decoding.engine import DecodeConfig
+    from learn2pd.decoding.config import DecodeConfig
 
     cfg = DecodeConfig(gen_length=args.gen_length, block_length=args.block_length, steps=args.steps,
                        temperature=args.temperature, cfg_scale=args.cfg_scale, remasking=args.remasking,
@@ -47,24 +47,23 @@ def _policy_spec(args) -> str:
 
 
 def cmd_generate(args) -> int:
-    from learn2pd.decoding.engine import generate
-    from learn2pd.decoding.policies import make_plan
+    from learn2pd.decoding.batching import generate
+    from learn2pd.decoding.plan import make_plan
     from learn2pd.models.loading import load_model
 
     cfg = _config(args)
     plan = make_plan(_policy_spec(args))
     model, tok, spec = load_model(args.model, args.dtype, args.device, args.trust_remote_code)
-    torch_seed(args.seed)
     out = generate(model, tok, args.prompt, plan, cfg, spec, batch_size=args.batch_size)
-    for text, nfe in zip(out.texts, out.nfe.tolist()):
+    for text, nfe, lat in zip(out.texts, out.nfe.tolist(), out.latency_s.tolist()):
         print(text)
-        print(f"[{plan.describe()}] NFE {nfe}, tokens/forward {cfg.gen_length / nfe:.2f}, "
-              f"{out.wall_time_s:.2f}s", file=sys.stderr)
+        print(f"[{plan.label}] NFE {nfe}, tokens/forward {cfg.gen_length / nfe:.2f}, {lat:.2f}s (its batch)",
+              file=sys.stderr)
     return 0
 
 
 def cmd_evaluate(args) -> int:
-    from learn2pd.decoding.policies import make_plan
+    from learn2pd.decoding.plan import make_plan
     from learn2pd.evaluation.report import markdown_table, plot_pareto, write_atomic, write_json
     from learn2pd.evaluation.runner import evaluate
     from learn2pd.models.loading import load_model
@@ -72,11 +71,10 @@ def cmd_evaluate(args) -> int:
 
     cfg = _config(args)
     policies = split_policies(args.policies)
-    for p in policies:  # fail on a typo before loading anything
-        make_plan(p)
+    plans = [make_plan(p) for p in policies]  # built once, before loading anything: a typo fails fast
     problems = load_problems(args.tasks, args.num_samples, args.question_field, args.answer_field, args.split)
     model, tok, spec = load_model(args.model, args.dtype, args.device, args.trust_remote_code)
-    report = evaluate(model, tok, spec, problems, policies, cfg, args.batch_size, progress=not args.quiet)
+    report = evaluate(model, tok, spec, problems, plans, cfg, args.batch_size, progress=not args.quiet)
     report["config"] = {"model": str(args.model or "checkpoints/tiny-llada"), "tasks": args.tasks,
                         "num_samples": len(problems), "policies": policies, "batch_size": args.batch_size,
                         "learn2pd_version": __version__, **vars(cfg)}
@@ -108,12 +106,6 @@ def cmd_demo(args) -> int:
 
     run_demo(args.out, args.num_traces, args.num_samples, dtype=args.dtype, progress=not args.quiet)
     return 0
-
-
-def torch_seed(seed: int) -> None:
-    import torch
-
-    torch.manual_seed(seed)
 
 
 def build_parser() -> argparse.ArgumentParser:

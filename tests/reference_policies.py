@@ -1,8 +1,9 @@
 """Plain, loop-based references for LocalLeap and AdaBlock (batch 1, temperature 0, no cache).
 
 Written from the published descriptions and, for AdaBlock, the behaviour of the public
-`generate_adablock` (window over the block-start forward's argmax, most confident delimiter, block
-ends at it inclusive, first commit from the same forward, threshold commits with forced top-1).
+`generate_adablock` (window over the block-start forward's argmax, most confident delimiter with the
+confidence exp(logit - logsumexp) in the logits' dtype and ties to the first, block ends at it inclusive,
+first commit from the same forward, threshold commits with forced top-1).
 """
 
 import torch
@@ -43,14 +44,16 @@ def adablock_reference(model, prompt, gen_length, b0, mask_id, delimiters, tau_d
     P, done, nfe, blocks = prompt.shape[1], 0, 0, []
     while done < gen_length:
         tok, conf = _predict(model, x)
+        logits = model(x).logits[0]
         nfe += 1
         start, remaining = P + done, gen_length - done
         window = range(start, start + min(int(0.25 * gen_length), remaining))
         delims = [i for i in window if tok[i].item() in delimiters]
         length = min(b0, remaining)
         if delims:
-            best = max(delims, key=lambda i: (conf[i].item(), -i))
-            if conf[best] >= tau_d:
+            dconf = {i: torch.exp(logits[i, tok[i]] - torch.logsumexp(logits[i], -1)).item() for i in delims}
+            best = max(delims, key=lambda i: (dconf[i], -i))
+            if dconf[best] >= tau_d:
                 length = best - start + 1
         blocks.append(length)
         end = start + length

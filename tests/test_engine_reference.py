@@ -21,7 +21,9 @@ from reference_impl import (
     ref_transfer_threshold,
 )
 
-from learn2pd.decoding.engine import DecodeConfig, _sample, decode
+from learn2pd.decoding.engine import DecodeConfig, decode
+from learn2pd.decoding.progress import RowProgress
+from learn2pd.decoding.sampling import sample
 from learn2pd.decoding.policies import FactorPolicy, ThresholdPolicy, VanillaPolicy
 from learn2pd.decoding.state import StepState
 from learn2pd.models import LLaDAConfig, LLaDAModelLM
@@ -140,10 +142,43 @@ def test_schedule_matches_get_num_transfer_tokens():
     block[2, :3] = True
     ref = ref_get_num_transfer_tokens(block, 4)
     assert ref.tolist() == [[3, 3, 2, 2], [2, 2, 2, 1], [1, 1, 1, 0]]
-    # the engine's formula: n // spb + (step < n % spb)
-    n = block.sum(1)
-    ours = torch.stack([n // 4 + (s < n % 4).long() for s in range(4)], 1)
-    assert torch.equal(ours, ref)
+    # the engine's schedule: RowProgress opens each row's block over these masks and steps through it
+    progress = RowProgress(3, 10, 4, "cpu")
+    rows = torch.arange(3)
+    progress.open_blocks(rows, torch.full((3,), 10), block)
+    ours = []
+    for _ in range(4):
+        ours.append(progress.quota(rows))
+        progress.step += 1
+    assert torch.equal(torch.stack(ours, 1), ref)
+
+
+@pytest.mark.parametrize("chunk", [1 << 20, 3 * VOCAB, 1])
+def test_chunked_confidence_is_bitwise_the_whole_softmax(monkeypatch, chunk):
+    """The float64 work runs in chunks of positions and only where needed; ties in the argmax (the mask
+    token among them) resolve as a float64 copy of the whole tensor does."""
+    import learn2pd.decoding.sampling as sampling
+
+    monkeypatch.setattr(sampling, "CHUNK_ELEMENTS", chunk)
+    g = torch.Generator().manual_seed(3)
+    logits = (3 * torch.randn(3, 20, VOCAB, generator=g)).round()  # integers: many exact ties
+    logits[0, 4, MASK] = 100.0  # the mask token is the argmax here: the next best wins
+    logits[1, 2, 7] = logits[1, 2, 9] = 50.0  # a tie: the first index wins
+    need = torch.rand(3, 20, generator=g) < 0.5
+    need[0, 4] = need[1, 2] = True
+    tokens, conf = sample(logits, need, MASK)
+    scores = logits.double().clone()
+    scores[..., MASK] = float("-inf")
+    ref_tokens = scores.argmax(-1)
+    ref_conf = torch.softmax(logits.double(), -1).gather(-1, ref_tokens[..., None])[..., 0]
+    assert torch.equal(tokens, ref_tokens) and int(tokens[1, 2]) == 7 and int(tokens[0, 4]) != MASK
+    assert torch.equal(conf[need], ref_conf[need])
+    assert (conf[~need] == 0).all()
+    # bf16 logits: the argmax and the float64 softmax of the upcast values, as the reference computes them
+    tokens16, conf16 = sample(logits.bfloat16(), need, MASK)
+    assert torch.equal(tokens16, ref_tokens)
+    ref16 = torch.softmax(logits.bfloat16().double(), -1).gather(-1, ref_tokens[..., None])[..., 0]
+    assert torch.equal(conf16[need], ref16[need])
 
 
 def test_gumbel_sampling_matches_reference_noise():
@@ -152,10 +187,9 @@ def test_gumbel_sampling_matches_reference_noise():
     g = torch.Generator().manual_seed(0)
     logits = 3 * torch.randn(2, 12, VOCAB, generator=g)
     logits[..., MASK] = -50.0  # [MASK] is never a prediction (the engine may also exclude it explicitly)
-    extra = {"mask_id": MASK} if "mask_id" in inspect.signature(_sample).parameters else {}
+    need = torch.ones(2, 12, dtype=torch.bool)
     for temperature in (0.5, 1.0):
-        cfg = DecodeConfig(gen_length=12, block_length=12, temperature=temperature)
-        tokens, conf = _sample(logits, cfg, torch.Generator().manual_seed(7), **extra)
+        tokens, conf = sample(logits, need, MASK, temperature, generator=torch.Generator().manual_seed(7))
         torch.manual_seed(7)
         ref_tokens = ref_add_gumbel_noise(logits, temperature).argmax(-1)
         assert torch.equal(tokens, ref_tokens)

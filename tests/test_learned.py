@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from learn2pd.decoding.engine import DecodeConfig, decode
-from learn2pd.decoding.policies import make_plan
+from learn2pd.decoding.plan import make_plan
 from learn2pd.decoding.policies.learned import LearnedPolicy
 from learn2pd.filters.models import FilterConfig, build_filter
 from learn2pd.models import LLaDAConfig, LLaDAModelLM
@@ -56,11 +56,31 @@ def test_fallbacks_add_what_the_filter_misses(model, filters):
         assert torch.equal(alone.sequences, with_filter.sequences) and torch.equal(alone.nfe, with_filter.nfe)
 
 
-def test_stability_feature_tracks_unchanged_predictions(model, filters):
+def test_live_stability_equals_the_trace_computation(model, filters):
+    """`stable` as the policy tracks it step by step equals `stable_counts` over the recorded trace rows
+    (what the filter trains on), and really counts (some prediction stays put for several steps)."""
+    from learn2pd.filters.features import stable_counts
+
     policy = make_plan(f"learned:path={filters / 'pw'},threshold=0.99").policy
-    out = _run(model, policy)
-    assert int(policy._stable.max()) > 0  # some prediction stayed put for several steps
-    assert out.nfe.min() >= 4
+    rows = {"pid": [], "block": [], "step": [], "token": [], "live": []}
+
+    def observe(state, commit, logits):
+        win = state.block_window(8)
+        rows["pid"] += state.rows.tolist()
+        rows["block"] += (win.start // 8).tolist()
+        rows["step"] += state.step_in_block.tolist()
+        rows["token"].append(win.take(state.tokens))
+        rows["live"].append(win.take(policy._stable[state.rows, :state.tokens.shape[1]]))
+
+    torch.manual_seed(1)
+    ids = torch.randint(2, 20, (3, 6))
+    decode(model, SPEC, ids, torch.ones_like(ids), policy, DecodeConfig(gen_length=32, block_length=8),
+           observer=observe)
+    order = sorted(range(len(rows["pid"])), key=lambda i: (rows["pid"][i], rows["block"][i], rows["step"][i]))
+    tokens, live = torch.cat(rows["token"])[order], torch.cat(rows["live"])[order]
+    pick = lambda k: [rows[k][i] for i in order]  # noqa: E731
+    assert torch.equal(stable_counts(pick("pid"), pick("block"), pick("step"), tokens), live)
+    assert int(live.max()) >= 2
 
 
 def test_batch_rows_equal_single_rows(model, filters):

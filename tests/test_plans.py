@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from learn2pd.decoding.engine import DecodeConfig, decode
-from learn2pd.decoding.policies import PolicySpecError, make_plan
+from learn2pd.decoding.plan import PolicySpecError, make_plan
 from learn2pd.decoding.schedulers import AdaBlockScheduler
 from learn2pd.decoding.state import StepState
 from learn2pd.models import LLaDAConfig, LLaDAModelLM
@@ -45,20 +45,61 @@ def test_localleap_anchor_neighbourhood_without_chaining():
     assert pol.select(_state([0.5, 0.8, 0.7])).nonzero()[:, 1].tolist() == [1]
 
 
+def _delimiter_logits(tokens, conf, dtype=torch.float32):
+    """Logits whose predicted token has probability `conf` (the rest on token 0), in `dtype`."""
+    conf = torch.as_tensor(conf, dtype=torch.float64)
+    logits = torch.full((*tokens.shape, 12), float("-inf"), dtype=torch.float64)
+    logits.scatter_(-1, tokens[..., None], conf.log()[..., None])
+    logits[..., 0] = (1 - conf).clamp_min(1e-300).log()
+    return logits.to(dtype)
+
+
+def _adablock(b0, tau_d, gen_length=16, delims=(9,)):
+    sch = AdaBlockScheduler(b0=b0, tau_d=tau_d)
+    sch.bind(DecodeConfig(gen_length=gen_length, block_length=b0 or 8), _spec(delims=delims))
+    return sch
+
+
 def test_adablock_scheduler_rules():
-    sch = AdaBlockScheduler(b0=4, tau_d=0.3)
-    spec = _spec(delims=(9,))
+    sch = _adablock(4, 0.3)
     tokens = torch.tensor([[3, 3, 9, 3, 9, 3, 3, 3, 9, 3, 3, 3, 3, 3, 3, 3]])
-    conf = torch.tensor([[0.9] * 16], dtype=torch.float64)
+    conf = torch.full((1, 16), 0.9, dtype=torch.float64)
     conf[0, 2], conf[0, 4], conf[0, 8] = 0.2, 0.6, 0.99  # 8 is the best but outside the 25% window (4)
-    start, end = torch.tensor([0]), torch.tensor([16])
+
+    def end(start):
+        return sch.block_end(tokens, conf, _delimiter_logits(tokens, conf), torch.tensor([start]),
+                             torch.tensor([16])).tolist()
+
     # window [0, 4) holds one delimiter (2) at 0.2 < tau_d: default block b0
-    assert sch.block_end(tokens, conf, start, end, 16, spec).tolist() == [4]
+    assert end(0) == [4]
     conf[0, 2] = 0.5  # now confident enough: the block ends at it, inclusive
-    assert sch.block_end(tokens, conf, start, end, 16, spec).tolist() == [3]
+    assert end(0) == [3]
     # window [1, 5) holds 2 (0.5) and 4 (0.6): the most confident wins
-    assert sch.block_end(tokens, conf, torch.tensor([1]), end, 16, spec).tolist() == [5]
-    assert sch.block_end(tokens, conf, torch.tensor([14]), end, 16, spec).tolist() == [16]  # capped by what remains
+    assert end(1) == [5]
+    assert end(14) == [16]  # capped by what remains
+    assert sch.horizon(torch.tensor([0, 14]), torch.tensor([16, 16])).tolist() == [4, 16]
+
+
+def test_adablock_delimiter_confidence_is_taken_in_the_logits_dtype():
+    """As published: exp(logit - logsumexp) in the model's dtype. In bf16 two near-certain delimiters both
+    saturate to 1.0 and the first wins; a float64 softmax would pick the later, more confident one."""
+    sch = _adablock(8, 0.3, gen_length=32)
+    tokens = torch.full((1, 32), 3)
+    tokens[0, 2] = tokens[0, 5] = 9
+    conf = torch.full((1, 32), 0.5, dtype=torch.float64)
+    conf[0, 2], conf[0, 5] = 0.9999, 0.999999
+    start, gen_end = torch.tensor([0]), torch.tensor([32])
+    assert sch.block_end(tokens, conf, _delimiter_logits(tokens, conf, torch.bfloat16), start, gen_end).tolist() == [3]
+    assert sch.block_end(tokens, conf, _delimiter_logits(tokens, conf), start, gen_end).tolist() == [6]
+
+
+def test_adablock_default_block_follows_the_block_length():
+    sch = AdaBlockScheduler(tau_d=1.0)  # no delimiter is ever confident enough: always the default block
+    sch.bind(DecodeConfig(gen_length=32, block_length=16), _spec())
+    tokens, conf = torch.full((1, 32), 3), torch.full((1, 32), 0.5, dtype=torch.float64)
+    assert sch.block_end(tokens, conf, _delimiter_logits(tokens, conf), torch.tensor([0]),
+                         torch.tensor([32])).tolist() == [16]
+    assert make_plan("adablock").describe() == "threshold:tau=0.9+adablock"  # b0 is not fixed in the spec
 
 
 def test_plan_parsing():

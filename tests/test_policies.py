@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from learn2pd.decoding.policies import PolicySpecError, make_policy, parse_policy
+from learn2pd.decoding.plan import PolicySpecError, make_policy, parse_policy
 from learn2pd.decoding.state import StepState, topk_mask
 
 

@@ -28,8 +28,8 @@ def test_oracle_replay_schema_labels_and_metadata(random_ckpt, tmp_path):
     assert all(len(r) == 32 for r in seqs["reference"])
     for row in steps.select(range(min(40, len(steps)))):
         assert len(row["confidence"]) == 16 and row["length"] == 16
-        committed = [c for c, m in zip(row["committed"], row["masked"]) if c]
-        assert all(committed) and all(0 <= c <= 1 for c in row["confidence"])
+        assert all(m for c, m in zip(row["committed"], row["masked"]) if c)  # only masked positions commit
+        assert all(0 <= c <= 1 for c in row["confidence"])
         # the oracle commits correct positions (or one forced position when none is correct)
         n_correct_committed = sum(c and lab for c, lab in zip(row["committed"], row["label"]))
         assert n_correct_committed == sum(row["committed"]) or sum(row["committed"]) == 1
@@ -44,6 +44,36 @@ def test_oracle_replay_schema_labels_and_metadata(random_ckpt, tmp_path):
     assert meta["mode"] == "oracle-replay" and meta["decoding"]["gen_length"] == 32 and meta["model_config_hash"]
     # the metadata carries the run identity checked on resume
     assert json.loads((tmp_path / "t" / "run.json").read_text()).items() <= meta.items()
+
+
+def test_stuck_oracle_steps_record_the_models_prediction_and_a_false_label(random_ckpt):
+    """A reference that no prediction matches at some positions makes the oracle force tokens there. The
+    trace must keep the model's own (wrong) prediction with label False: the hardest negatives."""
+    import torch
+
+    from learn2pd.decoding.engine import DecodeConfig, decode
+    from learn2pd.models.loading import load_model
+    from learn2pd.traces.collector import StepRecorder
+
+    model, tok, spec = load_model(random_ckpt, "float32")
+    cfg = DecodeConfig(gen_length=32, block_length=16)
+    ids = torch.tensor([tok("rev abc\n").input_ids, tok("sort 3 1\n").input_ids[:8]])
+    mask = torch.ones_like(ids)
+    ref = decode(model, spec, ids, mask, "vanilla", cfg).sequences.clone()
+    never = tok.unk_token_id  # a token the vanilla decode did not produce (checked below)
+    assert not (ref == never).any()
+    ref[:, [3, 20]] = never  # stuck at these positions: no candidate can match
+    recorder = StepRecorder([10, 11], 16)
+    out = decode(model, spec, ids, mask, "oracle", cfg, reference=ref, observer=recorder)
+    assert torch.equal(out.sequences, ref)  # the oracle still writes the reference
+    table = recorder.table()
+    forced = [(r, j) for r, row in enumerate(table["committed"]) for j, c in enumerate(row)
+              if c and table["block_start"][r] + j in (3, 20)]
+    assert len(forced) == 4  # both positions of both prompts were committed by force
+    for r, j in forced:
+        assert table["token"][r][j] != never and table["label"][r][j] is False
+    labels = [lab for row in table["label"] for lab in row]
+    assert any(labels)  # matching predictions are still labelled True
 
 
 def test_reference_mode_records_vanilla_steps(random_ckpt, tmp_path):

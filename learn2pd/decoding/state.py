@@ -13,14 +13,17 @@ NEG_INF = float("-inf")
 class StepState:
     """One decoding step of the active rows. Positions are relative to the generation region.
 
-    confidence: [B, G] float64 softmax probability of `tokens` (or random scores for `random` remasking)
-    tokens:     [B, G] predicted token ids (argmax, or Gumbel-max sample at temperature > 0)
+    confidence: [B, G] float64 softmax probability of `tokens` (or random scores for `random` remasking);
+                computed only where a prediction can be read this step (the row's block, and at a block's
+                first step the scheduler's look-ahead); 0 elsewhere
+    tokens:     [B, G] the model's predicted token ids (argmax, or Gumbel-max sample at temperature > 0);
+                never rewritten by a policy (what a policy writes is `Policy.commit_tokens`)
     masked:     [B, G] still masked
     block:      [B, G] inside the row's current block
     step_in_block: [B] steps already taken in the current block
     quota:      [B] tokens the baseline (LLaDA) schedule commits at this step
-    logits:     [B, G, V] only when the policy sets `needs_logits`
     rows:       [B] indices of these rows in the full batch (for policies holding per-row data)
+    logits:     [B, G, V] only when the policy sets `needs_logits`
     reference:  [B, G] reference tokens (oracle only)
     G is the live width of this forward: positions cut by End-of-Text Prediction are not included.
     """
@@ -43,6 +46,44 @@ class StepState:
     def candidate_confidence(self) -> torch.Tensor:
         """Confidence with -inf everywhere but the candidates (ready for top-k)."""
         return self.confidence.masked_fill(~self.candidates, NEG_INF)
+
+    def block_window(self, length: int) -> BlockWindow:
+        """The current block of each row as `length` columns (a filter's fixed input width)."""
+        return BlockWindow.of(self.block, length)
+
+
+@dataclass
+class BlockWindow:
+    """Columns [start, start + length) of each row: `idx` [B, length] gathers them (clamped to the row),
+    `valid` [B, length] marks the columns inside the block. Traces and the learned policy both see a
+    block through this one view, so a filter reads live exactly what it was trained on."""
+
+    start: torch.Tensor  # [B]
+    size: torch.Tensor  # [B] positions in the block
+    idx: torch.Tensor
+    valid: torch.Tensor
+
+    @classmethod
+    def of(cls, block: torch.Tensor, length: int) -> BlockWindow:
+        width = block.shape[1]
+        start = block.int().argmax(-1)
+        size = block.sum(-1)
+        ar = torch.arange(length, device=block.device)
+        return cls(start, size, (start[:, None] + ar).clamp(max=width - 1), ar < size[:, None])
+
+    def take(self, t: torch.Tensor) -> torch.Tensor:
+        """[B, G] (or [B, G, V]) -> the window's columns [B, length] (or [B, length, V])."""
+        if t.dim() == 3:
+            return t.gather(1, self.idx[..., None].expand(-1, -1, t.shape[-1]))
+        return t.gather(1, self.idx)
+
+    def scatter(self, values: torch.Tensor, width: int) -> torch.Tensor:
+        """Window values [B, length] back to row positions [B, width]. Into a buffer `length` wider and
+        unclamped: a short last block's padding would otherwise land on (and race with) its last position."""
+        length = values.shape[1]
+        cols = self.start[:, None] + torch.arange(length, device=values.device)
+        buf = torch.zeros(values.shape[0], width + length, dtype=values.dtype, device=values.device)
+        return buf.scatter(1, cols, values)[:, :width]
 
 
 def topk_mask(scores: torch.Tensor, k: torch.Tensor) -> torch.Tensor:

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from learn2pd.decoding.engine import DecodeConfig, decode, decode_text
-from learn2pd.decoding.policies import make_plan
+from learn2pd.decoding.batching import decode_all, encode_prompts
+from learn2pd.decoding.config import DecodeConfig
+from learn2pd.decoding.plan import DecodingPlan, make_plan
 from learn2pd.evaluation.metrics import aup, percentile
-from learn2pd.tasks.prompting import format_prompt, left_pad
 from learn2pd.tasks.suite import is_correct
 
 
@@ -22,46 +21,30 @@ def run_policy(model, tokenizer, spec, problems, policy_spec, config: DecodeConf
     references: per problem, the generated ids of a vanilla decode (needed by the oracle).
     """
     plan = make_plan(policy_spec)
-    policy_spec = plan.describe()
-    device = next(model.parameters()).device
-    encoded = [format_prompt(tokenizer, p.prompt) for p in problems]
-    # Sort by prompt length so batches carry little padding; results are put back in order.
-    order = sorted(range(len(problems)), key=lambda i: len(encoded[i]))
-    records: list[dict | None] = [None] * len(problems)
-    total_time, calls = 0.0, 0
-    bar = tqdm(total=len(problems), desc=f"{policy_spec:>24}", disable=not progress, unit="prob", leave=False)
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        ids, mask = left_pad([encoded[i] for i in idx], spec.pad_id)
-        t0 = time.perf_counter()
-        ref = torch.stack([references[i] for i in idx]).to(device) if references is not None else None
-        out = decode(model, spec, ids.to(device), mask.to(device), plan, config, reference=ref)
-        elapsed = time.perf_counter() - t0
-        total_time += elapsed
-        calls += out.model_calls
-        for row, i in enumerate(idx):
-            text = decode_text(tokenizer, spec, out.sequences[row].cpu())
-            records[i] = {"id": i, "family": problems[i].family, "output": text,
-                          "correct": is_correct(problems[i], text), "nfe": int(out.nfe[row]),
-                          "positions": int(out.positions[row]), "latency_s": elapsed,
-                          "tokens": out.sequences[row].cpu()}
-        bar.update(len(idx))
+    encoded = encode_prompts(tokenizer, [p.prompt for p in problems])
+    bar = tqdm(total=len(problems), desc=f"{plan.label:>24}", disable=not progress, unit="prob", leave=False)
+    out = decode_all(model, tokenizer, spec, encoded, plan, config, batch_size, references, on_batch=bar.update)
     bar.close()
+    records = []
+    for i, p in enumerate(problems):
+        records.append({"id": i, "family": p.family, "output": out.texts[i], "correct": is_correct(p, out.texts[i]),
+                        "nfe": int(out.nfe[i]), "positions": int(out.positions[i]),
+                        "latency_s": float(out.latency_s[i]), "tokens": out.sequences[i]})
     n = len(problems)
-    nfe = [r["nfe"] for r in records]
+    nfe_mean = float(out.nfe.float().mean())
     lat = [r["latency_s"] for r in records]
-    nfe_mean = sum(nfe) / n
     return {
-        "policy": policy_spec,
+        "policy": plan.label,
+        "plan": plan.describe(),
         "accuracy": 100.0 * sum(r["correct"] for r in records) / n,
         "nfe_mean": nfe_mean,
-        "positions_mean": sum(r["positions"] for r in records) / n,
+        "positions_mean": float(out.positions.float().mean()),
         "tpf": config.gen_length / nfe_mean,
-        "tokens_per_s": config.gen_length * n / total_time,
+        "tokens_per_s": config.gen_length * n / out.wall_time_s,
         "latency_s_mean": sum(lat) / n,
         "latency_s_p95": percentile(lat, 95),
-        "wall_time_s": total_time,
-        "model_calls": calls,
+        "wall_time_s": out.wall_time_s,
+        "model_calls": out.model_calls,
         "per_family": _per_family(records),
         "records": records,
     }
@@ -86,26 +69,34 @@ def plan_family(policy_spec: str) -> str:
     return "+".join(names)
 
 
-def evaluate(model, tokenizer, spec, problems, policies: list[str], config: DecodeConfig, batch_size: int = 64,
-             progress: bool = True, keep_records: bool = False) -> dict:
+def evaluate(model, tokenizer, spec, problems, policies: list[str | DecodingPlan], config: DecodeConfig,
+             batch_size: int = 64, progress: bool = True) -> dict:
     """Every plan on the same problems; speedups are against `vanilla` measured in this same run.
 
-    The oracle reuses the vanilla decode of this run as its reference (vanilla runs first).
+    Each plan is built once (a learned filter is loaded once). The oracle reuses the vanilla decode of
+    this run as its reference (vanilla runs first, and is added when absent). Per-problem records (output,
+    correct, nfe, positions) stay in each result, without the token ids.
     """
+    if not problems:
+        raise ValueError("no problems to evaluate: the task source is empty")
     torch.manual_seed(config.seed)
-    needs_ref = any(getattr(make_plan(p).policy, "needs_reference", False) for p in policies)
-    ordered = sorted(policies, key=lambda p: p != "vanilla") if needs_ref else list(policies)
-    if needs_ref and "vanilla" not in ordered:
-        ordered.insert(0, "vanilla")
-    by_spec, references = {}, None
-    for p in ordered:
-        needs = getattr(make_plan(p).policy, "needs_reference", False)
-        by_spec[p] = run_policy(model, tokenizer, spec, problems, p, config, batch_size, progress,
-                                references if needs else None)
-        if p == "vanilla":
-            references = [r["tokens"] for r in by_spec[p]["records"]]
-    results = [by_spec[p] for p in ordered]
-    base = by_spec.get("vanilla")
+    plans = [make_plan(p) for p in policies]
+    needs_ref = any(p.policy.needs_reference for p in plans)
+    vanilla = next((p for p in plans if p.describe() == "vanilla"), None)
+    if needs_ref and vanilla is None:
+        vanilla = make_plan("vanilla")
+        plans.insert(0, vanilla)
+    if vanilla is not None:  # first: the baseline of the speedups, and the oracle's reference
+        plans.remove(vanilla)
+        plans.insert(0, vanilla)
+    results, references = [], None
+    for plan in plans:
+        r = run_policy(model, tokenizer, spec, problems, plan, config, batch_size, progress,
+                       references if plan.policy.needs_reference else None)
+        if plan is vanilla:
+            references = [rec["tokens"] for rec in r["records"]]
+        results.append(r)
+    base = results[0] if vanilla is not None else None
     y_max = max(r["accuracy"] for r in results)
     families: dict[str, list] = {}
     for r in results:
@@ -115,8 +106,6 @@ def evaluate(model, tokenizer, spec, problems, policies: list[str], config: Deco
         families.setdefault(r["family"], []).append((r["tpf"], r["accuracy"]))
         for rec in r["records"]:
             rec.pop("tokens")
-        if not keep_records:
-            r.pop("records")
     aups = {f: aup(pts, y_max) for f, pts in families.items()}
     for r in results:
         r["aup"] = aups[r["family"]]

@@ -5,17 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from learn2pd.filters.features import block_features
-
-
-def stable_counts(prompt_id: np.ndarray, block: np.ndarray, step: np.ndarray, token: np.ndarray) -> np.ndarray:
-    """Steps each position's argmax has stayed the same within its block ([N, L], rows in trace order)."""
-    out = np.zeros_like(token, dtype=np.int64)
-    same_run = np.zeros(len(step), dtype=bool)
-    same_run[1:] = (prompt_id[1:] == prompt_id[:-1]) & (block[1:] == block[:-1]) & (step[1:] > step[:-1])
-    for i in np.nonzero(same_run)[0]:
-        out[i] = np.where(token[i] == token[i - 1], out[i - 1] + 1, 0)
-    return out
+from learn2pd.filters.features import block_features, stable_counts
 
 
 def split_prompts(prompt_ids, seed: int, fractions=(0.8, 0.1, 0.1)) -> dict[str, set[int]]:
@@ -36,10 +26,10 @@ def trace_tensors(traces, features: list[str], gen_length: int, end_ids) -> dict
                                                 "margin", "entropy", "token", "masked", "label")}
     ends = dict(zip(traces["sequences"]["prompt_id"], traces["sequences"]["end_position"]))
     N, L = cols["confidence"].shape
-    stable = stable_counts(cols["prompt_id"], cols["block"], cols["step"], cols["token"])
+    stable = stable_counts(cols["prompt_id"], cols["block"], cols["step"], cols["token"])  # same as live
     t = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in cols.items()}
     feats = block_features(features, confidence=t["confidence"].float(), margin=t["margin"].float(),
-                           entropy=t["entropy"].float(), masked=t["masked"], stable=torch.from_numpy(stable),
+                           entropy=t["entropy"].float(), masked=t["masked"], stable=stable,
                            is_end=torch.isin(t["token"].long(), torch.tensor(list(end_ids))),
                            length=t["length"].long(), block_start=t["block_start"].long(), gen_length=gen_length)
     end = torch.tensor([ends[int(p)] for p in cols["prompt_id"]])

@@ -20,6 +20,39 @@ FEATURES = {
 }
 
 
+def logit_features(block_logits: torch.Tensor) -> dict[str, torch.Tensor]:
+    """margin and entropy [N, L] of block logits [N, L, V] (float32 softmax: features, not decisions)."""
+    probs = block_logits.float().softmax(-1)
+    top2 = probs.topk(2, dim=-1).values
+    return {"margin": top2[..., 0] - top2[..., 1], "entropy": -(probs * probs.clamp_min(1e-30).log()).sum(-1)}
+
+
+def stable_update(prev_tokens: torch.Tensor, prev_stable: torch.Tensor, tokens: torch.Tensor,
+                  continues: torch.Tensor) -> torch.Tensor:
+    """The `stable` count after one step: +1 where the prediction is unchanged and the block goes on
+    (`continues`, broadcast per row), else 0. Live decoding and trace loading both step it."""
+    return torch.where(continues & (tokens == prev_tokens), prev_stable + 1, torch.zeros_like(prev_stable))
+
+
+def stable_counts(prompt_id, block, step, token) -> torch.Tensor:
+    """`stable` of every trace row ([N, L] tokens, rows ordered by prompt, block, step), by `stable_update`
+    over the rows that continue a block: the k-th step of every block at once, k = 1, 2, ..."""
+    pid, blk, stp = (torch.as_tensor(v).long() for v in (prompt_id, block, step))
+    tok = torch.as_tensor(token).long()
+    out = torch.zeros_like(tok)
+    n = len(stp)
+    if n == 0:
+        return out
+    cont = torch.zeros(n, dtype=torch.bool)
+    cont[1:] = (pid[1:] == pid[:-1]) & (blk[1:] == blk[:-1]) & (stp[1:] > stp[:-1])
+    starts = torch.nonzero(~cont)[:, 0]
+    run = torch.arange(n) - starts[torch.searchsorted(starts, torch.arange(n), right=True) - 1]
+    for k in range(1, int(run.max()) + 1):
+        i = torch.nonzero(run == k)[:, 0]
+        out[i] = stable_update(tok[i - 1], out[i - 1], tok[i], torch.ones(len(i), 1, dtype=torch.bool))
+    return out
+
+
 def block_features(names, *, confidence, margin=None, entropy=None, masked=None, stable=None, is_end=None,
                    length=None, block_start=None, gen_length: int | None = None) -> torch.Tensor:
     """Stack features [N, L] (and per-row block_start [N]) into [N, L, F] in the order of `names`."""

@@ -23,8 +23,12 @@ class ModelSpec:
     context_length: int | None = None
 
 
-LLADA_8B = dict(mask_id=126336, eos_id=126081, pad_id=126081, end_ids=(126081, 126348), delimiter_ids=(198, 11, 13))
-DREAM_7B = dict(mask_id=151666, eos_id=151643, pad_id=151643, end_ids=(151643, 151645), delimiter_ids=(198, 11, 13))
+# AdaBlock's published delimiters: LLaDA "\n" only (eval default [198]); Dream a fixed list of newline tokens
+# (generation_utils_adablock.py).
+LLADA_8B = dict(mask_id=126336, eos_id=126081, pad_id=126081, end_ids=(126081, 126348), delimiter_ids=(198,))
+DREAM_7B = dict(mask_id=151666, eos_id=151643, pad_id=151643, end_ids=(151643, 151645),
+                delimiter_ids=(198, 271, 280, 319, 340, 382, 401, 532, 624, 630, 692, 698, 921, 1248, 1837, 1939,
+                               2219, 2533, 3276, 3876, 4894, 5267, 14750, 68327))
 
 
 def spec_from_model(model, tokenizer=None) -> ModelSpec:

@@ -9,8 +9,7 @@ from learn2pd.traces.collector import CollectConfig, collect_traces
 
 
 def build_config(argv=None) -> CollectConfig:
-    return config_from_args(CollectConfig, argv, "collect-traces", __doc__, "configs/collect/tiny.yaml",
-                            skip=("decode",))
+    return config_from_args(CollectConfig, argv, "collect-traces", __doc__, "configs/collect/tiny.yaml")
 
 
 def main(argv=None) -> int:

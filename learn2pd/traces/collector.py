@@ -18,15 +18,16 @@ import dataclasses
 import hashlib
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from learn2pd import __version__
-from learn2pd.decoding.engine import DecodeConfig, decode, decode_text
-from learn2pd.tasks.prompting import format_prompt, left_pad
+from learn2pd.decoding.batching import decode_batch, encode_prompts, length_batches
+from learn2pd.decoding.config import DecodeConfig
+from learn2pd.filters.features import logit_features
 from learn2pd.tasks.suite import is_correct
 from learn2pd.traces import store
 
@@ -53,7 +54,6 @@ class CollectConfig:
     question_field: str = "question"
     answer_field: str = "answer"
     split: str = "train"
-    decode: dict = field(default_factory=dict)  # unused keys of a YAML config land here
 
     def decode_config(self) -> DecodeConfig:
         return DecodeConfig(gen_length=self.gen_length, block_length=self.block_length, steps=self.steps,
@@ -81,37 +81,28 @@ class StepRecorder:
 
     @torch.no_grad()
     def __call__(self, state, commit, logits):
-        width = state.confidence.shape[1]
-        ar = torch.arange(self.blk, device=commit.device)
-        start = state.block.int().argmax(-1)
-        length = state.block.sum(-1)
-        valid = ar < length[:, None]
-        idx = (start[:, None] + ar).clamp(max=width - 1)
-
-        def take(t):
-            return t.gather(1, idx)
-
-        probs = logits.gather(1, idx[..., None].expand(-1, -1, logits.shape[-1])).float().softmax(-1)
-        top2 = probs.topk(2, dim=-1).values
-        entropy = -(probs * probs.clamp_min(1e-30).log()).sum(-1)
-        label = take(state.tokens == state.reference) if state.reference is not None else take(state.masked) & False
+        win = state.block_window(self.blk)
+        valid = win.valid
+        # the model's own predictions (a policy never rewrites the state): label = prediction == reference
+        label = win.take(state.tokens == state.reference) if state.reference is not None else valid & False
+        feats = logit_features(win.take(logits))
         cols = {
-            "confidence": (take(state.confidence).float() * valid),
-            "margin": (top2[..., 0] - top2[..., 1]) * valid,
-            "entropy": entropy * valid,
-            "token": take(state.tokens) * valid,
-            "masked": take(state.masked) & valid,
-            "committed": take(commit) & valid,
+            "confidence": win.take(state.confidence).float() * valid,
+            "margin": feats["margin"] * valid,
+            "entropy": feats["entropy"] * valid,
+            "token": win.take(state.tokens) * valid,
+            "masked": win.take(state.masked) & valid,
+            "committed": win.take(commit) & valid,
             "label": label & valid,
         }
         c = self.columns
         rows = state.rows.tolist()
         c["_row"] += rows
         c["prompt_id"] += [self.prompt_ids[r] for r in rows]
-        c["block"] += (start // self.blk).tolist()
+        c["block"] += (win.start // self.blk).tolist()
         c["step"] += state.step_in_block.tolist()
-        c["block_start"] += start.tolist()
-        c["length"] += length.tolist()
+        c["block_start"] += win.start.tolist()
+        c["length"] += win.size.tolist()
         for k, v in cols.items():
             c[k] += v.tolist()
 
@@ -163,36 +154,34 @@ def _prepare(cfg: CollectConfig):
 def _collect_rank(cfg: CollectConfig, rank: int, world: int, progress: bool, prepared=None) -> None:
     problems, model, tok, spec = prepared or _prepare(cfg)  # a spawned rank loads its own copy
     out, dcfg = Path(cfg.out), cfg.decode_config()
-    encoded = [format_prompt(tok, p.prompt) for p in problems]
+    encoded = encode_prompts(tok, [p.prompt for p in problems])
     valid = [i for i in range(len(problems)) if _skip_reason(problems[i].prompt, encoded[i], dcfg, spec) is None]
     mine = valid[rank::world]
+    # Stored prompts are skipped and the rest batched by length; rows decode independently of their batch
+    # (tested), so a resumed run records what an uninterrupted one would.
     done = store.done_prompt_ids(out)
-    # Fixed batches over this rank's prompts: a resumed run redoes whole unfinished batches only.
-    batches = [mine[i:i + cfg.batch_size] for i in range(0, len(mine), cfg.batch_size)]
-    todo = [b for b in batches if not set(b) <= done]
-    bar = tqdm(total=len(mine), initial=len(mine) - sum(len(b) for b in todo), desc=f"traces[{rank}]",
-               unit="prompt", disable=not progress)
-    device = next(model.parameters()).device
-    for batch in todo:
-        ids, mask = left_pad([encoded[i] for i in batch], spec.pad_id)
-        ids, mask = ids.to(device), mask.to(device)
+    todo = [i for i in mine if i not in done]
+    bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"traces[{rank}]", unit="prompt",
+               disable=not progress)
+    replay = "oracle+eotp" if cfg.reference_plan.endswith("+eotp") else "oracle"
+    for group in length_batches([len(encoded[i]) for i in todo], cfg.batch_size):
+        batch = [todo[j] for j in group]
+        rows = [encoded[i] for i in batch]
         recorder = StepRecorder(batch, dcfg.block_length)
         if cfg.mode == "reference":
-            ref = decode(model, spec, ids, mask, cfg.reference_plan, dcfg, observer=recorder)
+            ref = decode_batch(model, tok, spec, rows, cfg.reference_plan, dcfg, observer=recorder)
             recorder.relabel(ref.sequences)
         else:
-            ref = decode(model, spec, ids, mask, cfg.reference_plan, dcfg)
-            replay = "oracle+eotp" if cfg.reference_plan.endswith("+eotp") else "oracle"
-            decode(model, spec, ids, mask, replay, dcfg, reference=ref.sequences, observer=recorder)
+            ref = decode_batch(model, tok, spec, rows, cfg.reference_plan, dcfg)
+            decode_batch(model, tok, spec, rows, replay, dcfg, reference=ref.sequences, observer=recorder)
         seqs = {k: [] for k in ("prompt_id", "prompt", "family", "prompt_ids", "reference", "end_position", "nfe",
                                 "correct")}
         for row, i in enumerate(batch):
             toks = ref.sequences[row].tolist()
             end = next((j for j, t in enumerate(toks) if t in spec.end_ids), -1)
-            text = decode_text(tok, spec, ref.sequences[row].cpu())
             for k, v in (("prompt_id", i), ("prompt", problems[i].prompt), ("family", problems[i].family),
                          ("prompt_ids", encoded[i]), ("reference", toks), ("end_position", end),
-                         ("nfe", int(ref.nfe[row])), ("correct", is_correct(problems[i], text))):
+                         ("nfe", int(ref.nfe[row])), ("correct", is_correct(problems[i], ref.texts[row]))):
                 seqs[k].append(v)
         store.write_shard(out, rank, recorder.table(), seqs)
         bar.update(len(batch))
@@ -224,7 +213,7 @@ def collect_traces(cfg: CollectConfig, progress: bool = True) -> Path:
     store.claim(out, identity)
     skipped = []
     for i, p in enumerate(problems):
-        reason = _skip_reason(p.prompt, format_prompt(tok, p.prompt), dcfg, spec)
+        reason = _skip_reason(p.prompt, encode_prompts(tok, [p.prompt])[0], dcfg, spec)
         if reason:
             skipped.append({"prompt_id": i, "prompt": p.prompt, "reason": reason})
     from learn2pd.evaluation.report import write_atomic

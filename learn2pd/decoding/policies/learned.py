@@ -15,8 +15,7 @@ import torch
 
 from learn2pd.decoding.policies.base import Policy
 from learn2pd.decoding.policies.localleap import LocalLeapPolicy
-from learn2pd.decoding.state import NEG_INF
-from learn2pd.filters.features import block_features
+from learn2pd.filters.features import block_features, logit_features, stable_update
 from learn2pd.filters.models import load_filter
 
 DEFAULT_FILTER = Path(__file__).resolve().parents[3] / "checkpoints" / "tiny-llada-filter"
@@ -26,12 +25,15 @@ LOGIT_FEATURES = {"margin", "entropy"}
 
 class LearnedPolicy(Policy):
     name = "learned"
+    takes_fallback = True
 
     def __init__(self, filter_module, threshold: float | None = None, fallback: Policy | None = None,
-                 eot_module=None, eot_threshold: float | None = None, floor: float | None = None):
+                 eot_module=None, eot_threshold: float | None = None, floor: float | None = None,
+                 path=None, eot_path=None):
         from learn2pd.decoding.policies.vanilla import VanillaPolicy
 
         self.filter, self.eot = filter_module.eval(), eot_module.eval() if eot_module is not None else None
+        self.path, self.eot_path = path, eot_path  # where they were loaded from (named in messages and specs)
         self.threshold = float(threshold if threshold is not None else filter_module.config.threshold)
         # The EoT predictor's own threshold (set on validation by train-filter) unless one is given.
         self.eot_threshold = float(eot_threshold if eot_threshold is not None
@@ -44,83 +46,88 @@ class LearnedPolicy(Policy):
         feats = set(filter_module.config.features) | (set(eot_module.config.features) if eot_module else set())
         self.needs_logits = bool(feats & LOGIT_FEATURES)
         self._prev = self._stable = None
-        self._accepted: torch.Tensor | None = None
+        self._eot_prob: torch.Tensor | None = None
         self._end_ids = torch.tensor([], dtype=torch.long)
 
     @classmethod
     def from_pretrained(cls, path=None, threshold: float | None = None, fallback: Policy | str | None = None,
                         eot_path=None, model_type: str | None = None, block_length: int | None = None,
-                        floor: float | None = None):
+                        floor: float | None = None, eot_threshold: float | None = None):
         """Load a filter (and optionally an EoT predictor); refuse one trained for another model or block."""
-        from learn2pd.decoding.policies import make_policy
+        from learn2pd.decoding.plan import make_policy
 
-        filt = load_filter(path or DEFAULT_FILTER)
-        _check(filt.config, path or DEFAULT_FILTER, model_type, block_length)
+        path = Path(path or DEFAULT_FILTER)
+        filt = load_filter(path)
+        _check(filt.config, path, model_type, block_length)
         eot = load_filter(eot_path) if eot_path else None
         if isinstance(fallback, str):
             fallback = make_policy(fallback)
-        return cls(filt, threshold, fallback, eot, floor=floor)
+        return cls(filt, threshold, fallback, eot, eot_threshold=eot_threshold, floor=floor, path=path,
+                   eot_path=Path(eot_path) if eot_path else None)
+
+    @classmethod
+    def from_spec(cls, params: dict, fallback: Policy | None = None, eotp: bool = False) -> LearnedPolicy:
+        """`learned:path=P,threshold=T,eot=E,floor=F,eot_threshold=U`; with `+eotp` and no `eot=`, the shipped
+        End-of-Text predictor is loaded when it exists."""
+        from learn2pd.decoding.policies.base import PolicySpecError
+
+        allowed = {"path", "threshold", "eot", "floor", "eot_threshold"}
+        unknown = set(params) - allowed
+        if unknown:
+            raise PolicySpecError(f"bad parameters for 'learned': {sorted(unknown)}; use "
+                                  + ", ".join(f"{k}=" for k in sorted(allowed)))
+        for key in ("threshold", "floor", "eot_threshold"):
+            if key in params and not isinstance(params[key], (int, float)):
+                raise PolicySpecError(f"bad parameters for 'learned': {key} must be a number, got {params[key]!r}")
+        eot_path = params.get("eot") or (DEFAULT_EOT if eotp and DEFAULT_EOT.is_dir() else None)
+        return cls.from_pretrained(params.get("path"), params.get("threshold"), fallback, eot_path=eot_path,
+                                   floor=params.get("floor"), eot_threshold=params.get("eot_threshold"))
 
     def describe(self) -> str:
-        floor = f",floor={self.floor}" if self.floor is not None else ""
-        return f"learned:threshold={self.threshold}{floor}+fallback={self.fallback.describe()}"
+        parts = [f"path={self.path}", f"threshold={self.threshold}"]
+        if self.eot is not None:
+            parts += [f"eot={self.eot_path}", f"eot_threshold={self.eot_threshold}"]
+        if self.floor is not None:
+            parts.append(f"floor={self.floor}")
+        return f"learned:{','.join(parts)}+{self.fallback.describe()}"
 
     def check(self, cfg, spec) -> None:
-        _check(self.filter.config, "(loaded filter)", spec.family, cfg.block_length)
+        _check(self.filter.config, self.path or "(filter)", spec.family, cfg.block_length)
+        self.fallback.check(cfg, spec)
         self._end_ids = torch.tensor(spec.end_ids)
 
     def reset(self, batch: int, width: int, device) -> None:
         self._prev = torch.full((batch, width), -1, dtype=torch.long, device=device)
         self._stable = torch.zeros((batch, width), dtype=torch.long, device=device)
+        self.fallback.reset(batch, width, device)
 
     # -- per step -------------------------------------------------------------------------------
-    def _block_view(self, state):
-        width = state.confidence.shape[1]
-        start = state.block.int().argmax(-1)
-        length = state.block.sum(-1)
-        idx = (start[:, None] + torch.arange(self.blk, device=start.device)).clamp(max=width - 1)
-        return start, length, idx
-
-    def _features(self, names, state, start, length, idx, stable):
-        take = lambda t: t.gather(1, idx)  # noqa: E731
-        kw = dict(confidence=take(state.confidence).float(), masked=take(state.masked), stable=take(stable),
-                  length=length, block_start=start, gen_length=state.confidence.shape[1],
-                  is_end=torch.isin(take(state.tokens), self._end_ids.to(idx.device)))
+    def _features(self, names, state, win, stable):
+        kw = dict(confidence=win.take(state.confidence).float(), masked=win.take(state.masked),
+                  stable=win.take(stable), length=win.size, block_start=win.start,
+                  gen_length=state.confidence.shape[1],
+                  is_end=torch.isin(win.take(state.tokens), self._end_ids.to(win.idx.device)))
         if LOGIT_FEATURES & set(names):
-            probs = state.logits.gather(1, idx[..., None].expand(-1, -1, state.logits.shape[-1])).float().softmax(-1)
-            top2 = probs.topk(2, dim=-1).values
-            kw["margin"] = top2[..., 0] - top2[..., 1]
-            kw["entropy"] = -(probs * probs.clamp_min(1e-30).log()).sum(-1)
+            kw.update(logit_features(win.take(state.logits)))
         return block_features(names, **kw)
 
     @torch.no_grad()
     def select(self, state):
-        rows = state.rows
         width = state.confidence.shape[1]
-        stable = self._update_stable(state, rows, width)
-        start, length, idx = self._block_view(state)
-        feats = self._features(self.filter.config.features, state, start, length, idx, stable)
-        self._to(feats.device)
-        prob = torch.sigmoid(self.filter(feats))
-        valid = torch.arange(self.blk, device=idx.device) < length[:, None]
-        accept_blk = (prob > self.threshold) & valid
+        stable = self._update_stable(state, width)
+        win = state.block_window(self.blk)
+        self._to(win.idx.device)
+        prob = torch.sigmoid(self.filter(self._features(self.filter.config.features, state, win, stable)))
+        accept_blk = (prob > self.threshold) & win.valid
         if self.floor is not None:
-            accept_blk &= state.confidence.gather(1, idx) >= self.floor
-        accept = self._to_rows(accept_blk, start, width) & state.candidates
-        self._accepted = accept
+            accept_blk &= win.take(state.confidence) >= self.floor
+        accept = win.scatter(accept_blk, width) & state.candidates
         if self.eot is not None:
-            eprob = torch.sigmoid(self.eot(self._features(self.eot.config.features, state, start, length, idx, stable)))
-            self._eot_prob = self._to_rows(eprob * valid, start, width)
+            eprob = torch.sigmoid(self.eot(self._features(self.eot.config.features, state, win, stable)))
+            self._eot_prob = win.scatter(eprob * win.valid, width)
         if isinstance(self.fallback, LocalLeapPolicy):  # the filter's accepts become anchors
             return accept | self.fallback.select(state, extra_anchors=accept)
         return accept | self.fallback.select(state)
-
-    def _to_rows(self, values: torch.Tensor, start: torch.Tensor, width: int) -> torch.Tensor:
-        """Block values [N, blk] back to row positions [N, width]. Scattered into a buffer `blk` wider,
-        unclamped: a short last block's padding would otherwise land on (and race with) its last position."""
-        cols = start[:, None] + torch.arange(self.blk, device=start.device)
-        buf = torch.zeros(values.shape[0], width + self.blk, dtype=values.dtype, device=values.device)
-        return buf.scatter(1, cols, values)[:, :width]
 
     def _to(self, device) -> None:
         """Run the filters where the model runs. They stay float32: a few thousand parameters cost nothing,
@@ -130,18 +137,18 @@ class LearnedPolicy(Policy):
             if self.eot is not None:
                 self.eot.to(device)
 
-    def _update_stable(self, state, rows, width):
+    def _update_stable(self, state, width):
+        rows = state.rows
         if self._prev is None or self._prev.shape[1] < width or int(rows.max()) >= self._prev.shape[0]:
             self.reset(int(rows.max()) + 1, width, state.tokens.device)
         prev, stable = self._prev[rows, :width], self._stable[rows, :width]
-        fresh = (state.step_in_block == 0)[:, None]
-        stable = torch.where(fresh | (state.tokens != prev), torch.zeros_like(stable), stable + 1)
+        stable = stable_update(prev, stable, state.tokens, (state.step_in_block > 0)[:, None])
         self._prev[rows, :width], self._stable[rows, :width] = state.tokens, stable
         return stable
 
     def end_of_text_position(self, state, is_end):
         """The EoT predictor's first confident end in the block, else the most confident end token."""
-        fallback = state.confidence.masked_fill(~is_end, NEG_INF).argmax(-1)
+        fallback = super().end_of_text_position(state, is_end)
         if self.eot is None:
             return fallback
         sure = is_end & (self._eot_prob > self.eot_threshold)
