@@ -122,3 +122,32 @@ def test_confidence_floor_vetoes_the_filters_accepts(model, filters):
     ref = _run(model, "threshold:tau=0.3")
     assert torch.equal(floored.sequences, ref.sequences) and torch.equal(floored.nfe, ref.nfe)
     assert floored.nfe.sum() > _run(model, f"learned:path={filters / 'l2pd'},threshold=0.0").nfe.sum()
+
+
+@pytest.mark.parametrize("spec", ["learned:path={pw},threshold=0.7", "learned:path={pw},floor=0.5+localleap+eotp",
+                                  "learned:path={l2pd},eot={pw},eot_threshold=0.3+threshold:tau=0.8+eotp"])
+def test_learned_plans_describe_round_trips(model, filters, spec):
+    plan = make_plan(spec.format(pw=filters / "pw", l2pd=filters / "l2pd"))
+    again = make_plan(plan.describe())
+    assert again.describe() == plan.describe()
+    a, b = _run(model, plan), _run(model, again)
+    assert torch.equal(a.sequences, b.sequences) and torch.equal(a.nfe, b.nfe)
+
+
+def test_evaluate_loads_each_filter_once(model, filters, monkeypatch):
+    import learn2pd.decoding.policies.learned as learned
+    from learn2pd.evaluation.runner import evaluate
+    from learn2pd.models.tokenizer import build_char_tokenizer
+    from learn2pd.tasks.suite import heldout_problems
+
+    calls = []
+    real = learned.load_filter
+    monkeypatch.setattr(learned, "load_filter", lambda path: calls.append(path) or real(path))
+    tok = build_char_tokenizer()
+    spec = ModelSpec("llada", tok.mask_token_id, tok.eos_token_id, tok.eos_token_id, (tok.eos_token_id,))
+    cfg_model = LLaDAConfig(d_model=16, n_heads=2, n_layers=1, mlp_hidden_size=32, vocab_size=len(tok),
+                            embedding_size=len(tok), mask_token_id=tok.mask_token_id, eos_token_id=tok.eos_token_id,
+                            pad_token_id=tok.eos_token_id, eot_token_id=None)
+    evaluate(LLaDAModelLM(cfg_model).eval(), tok, spec, heldout_problems(n=3),
+             [f"learned:path={filters / 'pw'}", "vanilla"], DecodeConfig(gen_length=16, block_length=8), progress=False)
+    assert calls == [filters / "pw"]

@@ -166,10 +166,12 @@ def test_eotp_cuts_work_and_counts_it(peaky):
     assert (cut.nfe < full.nfe).all()
     assert (cut.positions < full.positions).all()
     assert int(full.positions[0]) == int(full.nfe[0]) * (6 + 64)  # no cut: every forward sees the whole row
-    for row in cut.sequences:
+    for r, row in enumerate(cut.sequences):
         ends = [i for i, t in enumerate(row.tolist()) if t in spec.end_ids]
         assert ends and all(t == EOS for t in row[ends[0] + 1:].tolist())  # EOS after the first end token
         assert MASK not in row.tolist()
+        # every position up to the cut was committed once, the end token EoTP writes at the cut included
+        assert sum(cut.commits[r]) == ends[0] + 1
 
 
 def test_oracle_reproduces_reference_with_fewer_forwards(peaky):
@@ -199,3 +201,32 @@ def test_eotp_keeping_the_cut_positions_saves_forwards_not_positions(peaky):
         assert ends and all(t == EOS for t in kept.sequences[r, ends[0] + 1:].tolist())
     with pytest.raises(PolicySpecError, match="eotp:drop=0"):
         make_plan("vanilla+eotp:keep=1")
+
+
+SPECS = ["vanilla", "vanilla+eotp:drop=0", "threshold:tau=0.7+eotp", "factor:factor=2.0", "oracle+eotp",
+         "localleap:kappa=0.8,tau=0.6,radius=2+adablock:b0=16,tau_d=0.4+eotp", "adablock", "adablock:window=0.5"]
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_describe_round_trips(peaky, spec):
+    plan = make_plan(spec)
+    again = make_plan(plan.describe())
+    assert again.describe() == plan.describe() and plan.label == spec
+    assert type(again.policy) is type(plan.policy) and plan.policy.params() == again.policy.params()
+    if plan.policy.needs_reference:
+        return
+    torch.manual_seed(6)
+    prompt = torch.randint(2, VOCAB, (2, 5))
+    cfg = DecodeConfig(gen_length=32, block_length=8)
+    a = decode(peaky, _spec(), prompt, torch.ones_like(prompt), plan, cfg)
+    b = decode(peaky, _spec(), prompt, torch.ones_like(prompt), again, cfg)
+    assert torch.equal(a.sequences, b.sequences) and torch.equal(a.nfe, b.nfe)
+
+
+def test_bad_spec_values_name_the_parameter():
+    with pytest.raises(PolicySpecError, match="tau must be a number, got 'abc'"):
+        make_plan("threshold:tau=abc")
+    with pytest.raises(PolicySpecError, match="learned"):  # the list of choices names every policy
+        make_plan("greedy")
+    with pytest.raises(PolicySpecError, match="empty plan"):
+        make_plan(" ")
