@@ -21,7 +21,7 @@ demo: install
 	$(VENV)/bin/learn2pd demo --out $(DEMO_OUT)
 
 tiny-model: install
-	$(PY) -m trainers.pretrain_tiny --config configs/pretrain/tiny.yaml
+	$(PY) -m learn2pd.trainers.pretrain_tiny --config configs/pretrain/tiny.yaml
 
 lint: install
 	$(VENV)/bin/ruff check learn2pd trainers tests benchmarks

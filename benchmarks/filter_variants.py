@@ -20,7 +20,7 @@ from torchmetrics.functional.classification import binary_auroc
 from learn2pd.filters.compare import false_accept_rate_at_recall
 from learn2pd.filters.models import load_filter
 from learn2pd.traces.store import load_traces
-from trainers.train_filter import FilterDataModule, TrainFilterConfig, train_filter
+from learn2pd.trainers.train_filter import FilterDataModule, TrainFilterConfig, train_filter
 
 EXTRA = ["confidence", "margin", "entropy", "masked", "stable", "pos_in_block", "pos_in_answer"]
 VARIANTS = {

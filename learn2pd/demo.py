@@ -29,7 +29,7 @@ def learned_plans(filter_dir: Path, eot_dir: Path) -> list[str]:
 
 def run_demo(out: str = "outputs/demo", num_traces: int = 512, num_samples: int = 200, gen_length: int = 128,
              block_length: int = 32, batch_size: int = 64, dtype: str = "auto", progress: bool = True) -> dict:
-    from trainers.train_filter import TrainFilterConfig, train_filter
+    from learn2pd.trainers.train_filter import TrainFilterConfig, train_filter
 
     out_dir = Path(out)
     t0 = time.perf_counter()
@@ -48,9 +48,9 @@ def run_demo(out: str = "outputs/demo", num_traces: int = 512, num_samples: int 
     eot = train_filter(TrainFilterConfig(out=str(out_dir / "eot"), target="eot", calibrate_false_accept=0.001,
                                          filter={"kind": "eot", "block_length": block_length}, **common), progress)
     say(f"      filter test AUROC {filt['test/auroc']:.3f}, EoT test AUROC {eot['test/auroc']:.3f}")
-    say(f"[3/3] evaluating {len(TRAINING_FREE) + 5} plans on {num_samples} held-out problems")
-    model, tok, spec = load_model(dtype=dtype)
     plans = TRAINING_FREE + learned_plans(out_dir / "filter", out_dir / "eot")
+    say(f"[3/3] evaluating {len(plans)} plans on {num_samples} held-out problems")
+    model, tok, spec = load_model(dtype=dtype)
     report = evaluate(model, tok, spec, load_problems("suite", num_samples), plans,
                       DecodeConfig(gen_length=gen_length, block_length=block_length), batch_size, progress)
     report["config"] = {"num_traces": num_traces, "num_samples": num_samples, "gen_length": gen_length,

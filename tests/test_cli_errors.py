@@ -49,7 +49,7 @@ def test_policy_lists_keep_multi_parameter_specs_whole():
 
 def test_trainer_flags_are_typed_by_yaml_and_strings_stay_text(tmp_path):
     from learn2pd.traces.cli import build_config as collect_config
-    from trainers.train_filter import build_config as filter_config
+    from learn2pd.trainers.train_filter import build_config as filter_config
 
     cfg = collect_config(["--config", "configs/collect/tiny.yaml", "--num-prompts", "4", "--steps", "null",
                           "--out", "0123"])

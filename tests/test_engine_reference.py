@@ -6,7 +6,6 @@ threshold / factor rules make step-dependent decisions; temperature 0 throughout
 
 from __future__ import annotations
 
-import inspect
 import math
 
 import pytest
@@ -22,9 +21,9 @@ from reference_impl import (
 )
 
 from learn2pd.decoding.engine import DecodeConfig, decode
+from learn2pd.decoding.policies import FactorPolicy, ThresholdPolicy, VanillaPolicy
 from learn2pd.decoding.progress import RowProgress
 from learn2pd.decoding.sampling import sample
-from learn2pd.decoding.policies import FactorPolicy, ThresholdPolicy, VanillaPolicy
 from learn2pd.decoding.state import StepState
 from learn2pd.models import LLaDAConfig, LLaDAModelLM
 from learn2pd.models.spec import ModelSpec

@@ -39,6 +39,30 @@ def test_bad_filter_configs():
         load_filter("/no/such/filter")
 
 
+def test_filter_config_of_an_older_version_still_loads(tmp_path):
+    net = build_filter(FilterConfig(block_length=8, hidden=8))
+    net.save_pretrained(tmp_path / "f")
+    cfg_file = tmp_path / "f" / "config.json"
+    raw = json.loads(cfg_file.read_text())
+    assert "model_config_hash" not in raw
+    cfg_file.write_text(json.dumps(raw | {"model_config_hash": "61759c2633058bcc"}))  # written before it was dropped
+    x = torch.rand(2, 8, 1)
+    assert torch.equal(load_filter(tmp_path / "f")(x), net(x))
+
+
+def test_a_model_folder_is_not_taken_for_a_filter(random_ckpt):
+    with pytest.raises(ValueError, match=f"{random_ckpt} looks like a model, not a filter.*train-filter"):
+        load_filter(random_ckpt)
+
+
+def test_truncated_filter_weights_name_the_file_and_the_fix(tmp_path):
+    build_filter(FilterConfig(block_length=8, hidden=8)).save_pretrained(tmp_path / "f")
+    weights = tmp_path / "f" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ValueError, match=f"{weights} is corrupted or truncated .*re-export the filter or retrain"):
+        load_filter(tmp_path / "f")
+
+
 def test_stable_counts_reset_on_change_and_new_block():
     pid = np.array([0, 0, 0, 0, 1])
     block = np.array([0, 0, 0, 1, 0])
@@ -63,7 +87,7 @@ def small_traces(random_ckpt, tmp_path_factory):
 
 
 def test_train_filter_exports_logs_and_checks(small_traces, tmp_path, monkeypatch):
-    from trainers.train_filter import TrainFilterConfig, train_filter
+    from learn2pd.trainers.train_filter import TrainFilterConfig, train_filter
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
@@ -87,7 +111,7 @@ def test_train_filter_exports_logs_and_checks(small_traces, tmp_path, monkeypatc
 
 
 def test_train_filter_cli_errors(tmp_path, capsys):
-    from trainers.train_filter import main
+    from learn2pd.trainers.train_filter import main
 
     assert main(["--traces", str(tmp_path / "none"), "--wandb", "false"]) == 2
     assert "collect-traces" in capsys.readouterr().err
@@ -120,7 +144,7 @@ def test_threshold_at_false_accept_rate_on_fixed_scores():
 
 def test_eot_threshold_is_calibrated_on_validation(small_traces, tmp_path):
     from learn2pd.decoding.policies.learned import LearnedPolicy
-    from trainers.train_filter import FilterDataModule, TrainFilterConfig, train_filter
+    from learn2pd.trainers.train_filter import FilterDataModule, TrainFilterConfig, train_filter
 
     cfg = TrainFilterConfig(traces=str(small_traces), out=str(tmp_path / "eot"), target="eot", epochs=2,
                             batch_size=64, filter={"kind": "eot", "block_length": 16}, wandb=False,

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 import yaml
 
 from learn2pd.models.tokenizer import build_char_tokenizer
-from trainers.pretrain_tiny import MaskedDiffusionModule, TaskBatches, main
+from learn2pd.trainers.pretrain_tiny import MaskedDiffusionModule, TaskBatches, main
 
 TOK = build_char_tokenizer()
 MODEL = dict(d_model=32, n_heads=2, n_layers=2, mlp_hidden_size=64, max_sequence_length=128, rope_theta=1e4,
@@ -76,7 +76,7 @@ def test_cut_rows_end_right_after_the_answer_and_other_batches_are_unchanged():
 
 
 def test_suffix_mask_covers_everything_from_a_cut_inside_the_answer():
-    from trainers.pretrain_tiny import suffix_mask
+    from learn2pd.trainers.pretrain_tiny import suffix_mask
 
     # prompt of 3, answer "20 21 22" then EOS padding (row 0); row 1 fills the region with no EOS
     ids = torch.tensor([[2, 40, 4, 20, 21, 22, 1, 1], [2, 40, 4, 20, 21, 22, 23, 24]])
@@ -91,7 +91,7 @@ def test_suffix_mask_covers_everything_from_a_cut_inside_the_answer():
 
 
 def test_suffix_cut_after_a_token_falls_right_after_one_of_its_occurrences():
-    from trainers.pretrain_tiny import suffix_mask
+    from learn2pd.trainers.pretrain_tiny import suffix_mask
 
     # prompt of 2; answer "5 = 7 8 = 9" then EOS; row 1 has no '=' (id 29) and keeps the uniform cut
     ids = torch.tensor([[2, 4, 5, 29, 7, 8, 29, 9, 1], [2, 4, 5, 6, 7, 8, 9, 10, 1]])
@@ -101,7 +101,7 @@ def test_suffix_cut_after_a_token_falls_right_after_one_of_its_occurrences():
 
 
 def test_block_state_mask_is_clean_before_the_block_noisy_in_it_and_masked_after():
-    from trainers.pretrain_tiny import block_state_mask
+    from learn2pd.trainers.pretrain_tiny import block_state_mask
 
     # prompt of 2, generation region of 10 in blocks of 4: [2, 6), [6, 10), [10, 12)
     gen = (torch.arange(12)[None] >= 2).expand(3, 12)

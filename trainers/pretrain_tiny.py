@@ -1,6 +1,6 @@
 """Train the embedded tiny LLaDA on the synthetic task suite with the masked-diffusion objective.
 
-    python -m trainers.pretrain_tiny --config configs/pretrain/tiny.yaml [--max-steps N] [--out DIR]
+    python -m learn2pd.trainers.pretrain_tiny --config configs/pretrain/tiny.yaml [--max-steps N] [--out DIR]
 
 Objective (LLaDA SFT): draw t ~ U(eps, 1) per sequence, mask each answer position (EOS padding
 included) with probability t, and minimise the cross-entropy on masked positions, weighted by 1/t and
@@ -53,7 +53,6 @@ import argparse
 import itertools
 import math
 import random
-import shutil
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -64,6 +63,7 @@ import torch.nn.functional as F
 import yaml
 from torch.utils.data import DataLoader, IterableDataset
 
+from learn2pd.atomic import atomic_dir
 from learn2pd.models.configuration_llada import LLaDAConfig
 from learn2pd.models.modeling_llada import LLaDAModelLM
 from learn2pd.models.tokenizer import build_char_tokenizer
@@ -244,13 +244,10 @@ def block_state_mask(gen, prompt_len: int, block_length: int, noise, u: torch.Te
 
 
 def export(module: MaskedDiffusionModule, tokenizer, out: Path) -> None:
-    """Write model + tokenizer to `out` atomically (temp folder, then rename)."""
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    module.model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    """Write model + tokenizer to `out`, replacing it atomically."""
+    with atomic_dir(out) as tmp:
+        module.model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
 
 
 def run_stage(cfg: dict, tok, out: Path, init, stage: int) -> MaskedDiffusionModule:

@@ -170,7 +170,6 @@ def train_filter(cfg: TrainFilterConfig, progress: bool = True) -> dict:
     data = FilterDataModule(cfg.traces, fcfg.features, fcfg.block_length, cfg.target, cfg.batch_size, cfg.seed)
     data.setup()
     fcfg.model_type = data.meta.get("model_type")
-    fcfg.model_config_hash = data.meta.get("model_config_hash")
     module = FilterModule(dataclasses.asdict(fcfg), cfg.lr, cfg.weight_decay, cfg.false_accept_weight)
     best = KeepBest()
     loggers = _loggers(cfg)

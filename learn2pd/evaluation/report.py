@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+
+from learn2pd.atomic import write_atomic  # also imported from here by existing callers
 
 COLUMNS = [("policy", "policy", "{}"), ("accuracy", "acc %", "{:.1f}"), ("nfe_mean", "NFE", "{:.1f}"),
            ("tpf", "TPF", "{:.2f}"), ("tokens_per_s", "tok/s", "{:.0f}"), ("latency_s_mean", "latency s", "{:.3f}"),
@@ -18,16 +19,6 @@ def markdown_table(results: list[dict]) -> str:
         cells = [fmt.format(r[k]) if r.get(k) is not None else "-" for k, _, fmt in COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def write_atomic(path: str | Path, data: str | bytes) -> Path:
-    """Write to a temporary name beside `path`, then rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-    tmp.replace(path)
-    return path
 
 
 def write_json(path, payload: dict) -> Path:

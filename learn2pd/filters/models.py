@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from learn2pd.atomic import atomic_dir
 from learn2pd.filters.features import FEATURES
 
 KINDS = ("learn2pd", "positionwise", "eot")
@@ -40,7 +42,6 @@ class FilterConfig:
     features: list[str] | None = None  # default: DEFAULT_FEATURES of the kind
     threshold: float = 0.96  # inference acceptance threshold (Learn2PD: 0.96 LLaDA, 0.9 Dream)
     model_type: str | None = None  # the dLLM the filter was trained on (checked at load time)
-    model_config_hash: str | None = None
     training: dict = field(default_factory=dict)  # metrics and settings of the run that made it
 
     def __post_init__(self):
@@ -59,19 +60,12 @@ class FilterModule(nn.Module):
     config: FilterConfig
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write config.json and model.safetensors into `directory` (temp folder, then rename)."""
-        directory = Path(directory)
-        tmp = directory.with_name(directory.name + ".tmp")
-        tmp.mkdir(parents=True, exist_ok=True)
-        (tmp / "config.json").write_text(json.dumps(dataclasses.asdict(self.config), indent=2) + "\n")
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()},
-                  str(tmp / "model.safetensors"))
-        if directory.exists():
-            for f in directory.iterdir():
-                f.unlink()
-            directory.rmdir()
-        tmp.rename(directory)
-        return directory
+        """Write config.json and model.safetensors into `directory`, replacing it atomically."""
+        with atomic_dir(directory) as tmp:
+            (tmp / "config.json").write_text(json.dumps(dataclasses.asdict(self.config), indent=2) + "\n")
+            save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()},
+                      str(tmp / "model.safetensors"))
+        return Path(directory)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, map_location: str = "cpu"):
@@ -129,7 +123,18 @@ def load_filter(directory: str | os.PathLike, map_location: str = "cpu") -> Filt
     cfg_file = directory / "config.json"
     if not cfg_file.is_file():
         raise FileNotFoundError(f"no filter at {directory} (config.json missing): train one with `train-filter`")
-    config = FilterConfig(**json.loads(cfg_file.read_text()))
-    module = build_filter(config)
-    module.load_state_dict(load_file(str(directory / "model.safetensors"), device=map_location))
+    raw = json.loads(cfg_file.read_text())
+    if "kind" not in raw:  # every saved filter config has it; a dLLM's config.json has architectures/model_type
+        what = "a model, not a filter" if {"architectures", "model_type"} & set(raw) else "not a filter"
+        raise ValueError(f"{directory} looks like {what} (its config.json has no 'kind'): pass a filter folder, "
+                         "or train one from traces with `train-filter`")
+    raw.pop("model_config_hash", None)  # written by older versions, never checked
+    module = build_filter(FilterConfig(**raw))
+    weights = directory / "model.safetensors"
+    try:
+        state = load_file(str(weights), device=map_location)
+    except SafetensorError as e:
+        raise ValueError(f"{weights} is corrupted or truncated ({e}): re-export the filter or retrain it "
+                         "with `train-filter`") from None
+    module.load_state_dict(state)
     return module.eval()

@@ -9,11 +9,11 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import datasets
 
+from learn2pd.atomic import atomic_dir, write_atomic
 from learn2pd.traces.schema import SEQUENCE_FEATURES, STEP_FEATURES, check_schema
 
 datasets.disable_progress_bars()  # our own bar reports prompts/s; per-shard bars are noise
@@ -23,6 +23,7 @@ def shard_dirs(out: Path) -> list[Path]:
     root = out / "shards"
     if not root.is_dir():
         return []
+    # temp folders are hidden (".rank..."); "rank*.tmp" ones are left by older versions killed mid-write
     return sorted(p for p in root.glob("rank*-*") if p.is_dir() and not p.name.endswith(".tmp"))
 
 
@@ -41,12 +42,10 @@ def write_shard(out: Path, rank: int, steps: dict, sequences: dict) -> Path:
     while final.exists():
         k += 1
         final = root / f"rank{rank}-{k:05d}"
-    tmp = root / f"{final.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
     dd = datasets.DatasetDict({"steps": datasets.Dataset.from_dict(steps, features=STEP_FEATURES),
                                "sequences": datasets.Dataset.from_dict(sequences, features=SEQUENCE_FEATURES)})
-    dd.save_to_disk(str(tmp))
-    tmp.rename(final)
+    with atomic_dir(final) as tmp:
+        dd.save_to_disk(str(tmp))
     return final
 
 
@@ -63,9 +62,7 @@ def claim(out: Path, run: dict) -> None:
         return
     if shard_dirs(out):
         raise ValueError(f"{out} holds shards of an unknown run (no run.json): pass a new --out, or delete it")
-    tmp = out / "run.json.tmp"
-    tmp.write_text(json.dumps(run, indent=2, sort_keys=True) + "\n")
-    tmp.rename(path)
+    write_atomic(path, json.dumps(run, indent=2, sort_keys=True) + "\n")
 
 
 def merge(out: Path, metadata: dict) -> Path:
@@ -78,12 +75,10 @@ def merge(out: Path, metadata: dict) -> Path:
     # One step row per (prompt, block, step): this order is unique, whatever the shard layout was.
     dd = datasets.DatasetDict({"steps": steps.sort(["prompt_id", "block", "step"]),
                                "sequences": sequences.sort("prompt_id")})
-    final, tmp = out / "traces", out / "traces.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    dd.save_to_disk(str(tmp))
-    (tmp / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+    final = out / "traces"
+    with atomic_dir(final) as tmp:
+        dd.save_to_disk(str(tmp))
+        (tmp / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
     return final
 
 
