@@ -19,6 +19,8 @@ def _decode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cfg-scale", type=float, default=0.0)
     p.add_argument("--remasking", default="low_confidence", choices=["low_confidence", "random"])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache", default="none", choices=["none", "prefix", "dual"],
+                   help="Fast-dLLM KV cache: reuse keys/values from each block's first forward (default none)")
     p.add_argument("--dtype", default="auto", help="auto (bf16 where the hardware has it), float32, bfloat16, float16")
     p.add_argument("--device", default="cpu")
     p.add_argument("--trust-remote-code", action="store_true", help="needed for Dream checkpoints")
@@ -30,7 +32,7 @@ def _config(args):
 
     cfg = DecodeConfig(gen_length=args.gen_length, block_length=args.block_length, steps=args.steps,
                        temperature=args.temperature, cfg_scale=args.cfg_scale, remasking=args.remasking,
-                       seed=args.seed)
+                       seed=args.seed, cache=args.cache)
     cfg.validate()
     return cfg
 

@@ -330,3 +330,132 @@ def ref_fast_dllm_generate(model, prompt: torch.Tensor, steps: int = 128, gen_le
             if int((x[:, start:end] == mask_id).sum()) == 0:
                 break
     return x, counting.calls, commits
+
+
+# --------------------------------------------------------------------------------------------------
+# (d) Fast-dLLM's KV caches: the cached LLaDA forward and generate_with_prefix_cache / _dual_cache
+# --------------------------------------------------------------------------------------------------
+
+class RefCachedLLaDA:
+    """Fast-dLLM's cached LLaDA forward (`llada/model/modeling_llada.py` as shipped with Fast-dLLM):
+
+    * `present` keys are cached *before* RoPE; each forward rotates all keys at positions 0..key_len-1;
+    * without `replace_position` (prefix cache) keys are cat(past, fed) and queries sit at the last
+      query_len positions; with it (dual cache) the fed keys/values are written into the past tensors in
+      place at the flagged positions, keys are the whole past, and queries sit at
+      [max_replace_pos - query_len, max_replace_pos);
+    * attention has no mask (batch 1, no padding). Weights are read by the published parameter names.
+    Returns (logits, past) where past is a list over layers of (k, v), [B, n_kv, len, hd], pre-RoPE.
+    """
+
+    def __init__(self, model):
+        self.W, self.cfg = {k: v for k, v in model.state_dict().items()}, model.config
+        self.calls = 0
+
+    def _rope(self, t, positions):
+        hd = t.shape[-1]
+        inv = 1.0 / (self.cfg.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.float32) / hd))
+        ang = positions.float()[:, None] * inv[None]
+        ang = torch.cat((ang, ang), -1)
+        t32 = t.float()
+        return (t32 * ang.cos() + ref_rotate_half(t32) * ang.sin()).to(t.dtype)
+
+    @torch.no_grad()
+    def __call__(self, x, past=None, replace_position=None):
+        self.calls += 1
+        W, c = self.W, self.cfg
+        d, nh = c.d_model, c.n_heads
+        nkv = c.n_kv_heads if c.n_kv_heads is not None else nh
+        hd = d // nh
+        B, T = x.shape
+        h_all = W[PREFIX + "wte.weight"][x]
+        presents = []
+        for layer in range(c.n_layers):
+            p = f"{PREFIX}blocks.{layer}."
+            h = ref_rms_norm(h_all, W[p + "attn_norm.weight"], c.rms_norm_eps)
+            q = (h @ W[p + "q_proj.weight"].T).view(B, T, nh, hd).transpose(1, 2)
+            k = (h @ W[p + "k_proj.weight"].T).view(B, T, nkv, hd).transpose(1, 2)
+            v = (h @ W[p + "v_proj.weight"].T).view(B, T, nkv, hd).transpose(1, 2)
+            if past is not None:
+                pk, pv = past[layer]
+                if replace_position is None:
+                    k, v = torch.cat((pk, k), 2), torch.cat((pv, v), 2)
+                else:
+                    for b in range(B):
+                        idx = replace_position[b].nonzero(as_tuple=True)[0]
+                        pk[b, :, idx] = k[b, :, :len(idx)]
+                        pv[b, :, idx] = v[b, :, :len(idx)]
+                    k, v = pk, pv
+            presents.append((k, v))
+            key_len = k.shape[2]
+            if replace_position is None:
+                q_pos = torch.arange(key_len - T, key_len)
+            else:
+                top = int(replace_position.nonzero(as_tuple=True)[1].max()) + 1
+                q_pos = torch.arange(top - T, top)
+            q, k = self._rope(q, q_pos), self._rope(k, torch.arange(key_len))
+            if nkv != nh:
+                k, v = k.repeat_interleave(nh // nkv, 1), v.repeat_interleave(nh // nkv, 1)
+            att = F.scaled_dot_product_attention(q, k, v, is_causal=False)
+            h_all = h_all + att.transpose(1, 2).reshape(B, T, d) @ W[p + "attn_out.weight"].T
+            h = ref_rms_norm(h_all, W[p + "ff_norm.weight"], c.rms_norm_eps)
+            h_all = h_all + (F.silu(h @ W[p + "ff_proj.weight"].T) * (h @ W[p + "up_proj.weight"].T)) \
+                @ W[p + "ff_out.weight"].T
+        h_all = ref_rms_norm(h_all, W[PREFIX + "ln_f.weight"], c.rms_norm_eps)
+        head = W[PREFIX + "wte.weight"] if c.weight_tying else W[PREFIX + "ff_out.weight"]
+        return h_all @ head.T, presents
+
+
+def _transfer(logits, x, mask_index, threshold, factor, num_transfer):
+    x0, confidence = _fast_confidence(logits, 0.0, "low_confidence", mask_index, x)
+    if factor is not None:
+        return x0, ref_transfer_factor(confidence, mask_index, factor)
+    if threshold is not None:
+        return x0, ref_transfer_threshold(confidence, mask_index, threshold)
+    return x0, ref_transfer_quota(confidence, num_transfer)
+
+
+@torch.no_grad()
+def ref_generate_with_cache(model, prompt, mode: str, steps: int = 128, gen_length: int = 128,
+                            block_length: int = 128, mask_id: int = 126336, threshold: float | None = None,
+                            factor: float | None = None):
+    """Fast-dLLM's `generate_with_prefix_cache` (mode "prefix") and `generate_with_dual_cache` ("dual"),
+    temperature 0: a full forward opens each block and commits; the block's later steps feed x[:, start:]
+    against the prefix cache, or x[:, start:end] against the whole cache with the block replaced.
+    Returns (x, nfe, commits)."""
+    net = RefCachedLLaDA(model)
+    B, P = prompt.shape
+    x = torch.full((B, P + gen_length), mask_id, dtype=torch.long)
+    x[:, :P] = prompt
+    num_blocks = gen_length // block_length
+    steps_per_block = steps // num_blocks
+    commits = []
+    for nb in range(num_blocks):
+        start, end = P + nb * block_length, P + (nb + 1) * block_length
+        num_transfer = ref_get_num_transfer_tokens(x[:, start:end] == mask_id, steps_per_block)
+        logits, past = net(x)
+        mask_index = x == mask_id
+        mask_index[:, end:] = False
+        x0, transfer = _transfer(logits, x, mask_index, threshold, factor, num_transfer[:, 0])
+        x[transfer] = x0[transfer]
+        commits.append(int(transfer.sum()))
+        if mode == "prefix":
+            past = [(k[:, :, :start], v[:, :, :start]) for k, v in past]
+        replace = torch.zeros_like(x, dtype=torch.bool)
+        replace[:, start:end] = True
+        i = 1
+        while (x[:, start:end] == mask_id).any():
+            if mode == "prefix":
+                mask_index = x[:, start:] == mask_id
+                mask_index[:, block_length:] = False
+                logits, _ = net(x[:, start:], past)
+                view = x[:, start:]
+            else:
+                mask_index = x[:, start:end] == mask_id
+                logits, _ = net(x[:, start:end], past, replace)
+                view = x[:, start:end]
+            x0, transfer = _transfer(logits, view, mask_index, threshold, factor, num_transfer[:, i])
+            view[transfer] = x0[transfer]
+            commits.append(int(transfer.sum()))
+            i += 1
+    return x, net.calls, commits

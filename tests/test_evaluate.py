@@ -32,6 +32,20 @@ def test_evaluate_writes_json_table_and_plot(random_ckpt, tmp_path, capsys):
     assert "| oracle |" in capsys.readouterr().out
 
 
+def test_evaluate_with_a_cache_records_it_and_feeds_fewer_positions(random_ckpt, tmp_path):
+    runs = {}
+    for cache in ("none", "dual"):
+        out = tmp_path / cache / "results.json"
+        assert main(["evaluate", "--model", str(random_ckpt), "--tasks", "arith", "--num-samples", "4",
+                     "--policies", "vanilla", "--gen-length", "32", "--block-length", "16", "--cache", cache,
+                     "--output", str(out), "--quiet"]) == 0
+        runs[cache] = json.loads(out.read_text())
+    assert runs["dual"]["config"]["cache"] == "dual"
+    none, dual = runs["none"]["results"][0], runs["dual"]["results"][0]
+    assert dual["nfe_mean"] == none["nfe_mean"] == 32 and dual["positions_mean"] < none["positions_mean"] / 2
+    assert len(dual["records"]) == 4 and {"output", "correct", "nfe", "positions"} <= set(dual["records"][0])
+
+
 def test_generate_prints_text_and_nfe(random_ckpt, capsys):
     assert main(["generate", "--model", str(random_ckpt), "--prompt", "rev ab", "--prompt", "sort 3 1",
                  "--gen-length", "32", "--block-length", "32", "--policy", "threshold", "--threshold", "0.7"]) == 0

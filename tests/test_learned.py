@@ -64,7 +64,7 @@ def test_live_stability_equals_the_trace_computation(model, filters):
     policy = make_plan(f"learned:path={filters / 'pw'},threshold=0.99").policy
     rows = {"pid": [], "block": [], "step": [], "token": [], "live": []}
 
-    def observe(state, commit, logits):
+    def observe(state, commit):
         win = state.block_window(8)
         rows["pid"] += state.rows.tolist()
         rows["block"] += (win.start // 8).tolist()
@@ -83,14 +83,15 @@ def test_live_stability_equals_the_trace_computation(model, filters):
     assert int(live.max()) >= 2
 
 
-def test_batch_rows_equal_single_rows(model, filters):
+@pytest.mark.parametrize("cache", ["none", "prefix", "dual"])
+def test_batch_rows_equal_single_rows(model, filters, cache):
     plan = f"learned:path={filters / 'pw'},threshold=0.6+localleap+eotp"
-    batch = _run(model, plan, n=3)
     torch.manual_seed(1)
     ids = torch.randint(2, 20, (3, 6))
+    cfg = DecodeConfig(gen_length=32, block_length=8, cache=cache)
+    batch = decode(model, SPEC, ids, torch.ones_like(ids), plan, cfg)
     for i in range(3):
-        one = decode(model, SPEC, ids[i:i + 1], torch.ones(1, 6, dtype=torch.long), plan,
-                     DecodeConfig(gen_length=32, block_length=8))
+        one = decode(model, SPEC, ids[i:i + 1], torch.ones(1, 6, dtype=torch.long), plan, cfg)
         assert one.sequences[0].tolist() == batch.sequences[i].tolist() and int(one.nfe[0]) == int(batch.nfe[i])
 
 

@@ -42,6 +42,7 @@ def test_oracle_replay_schema_labels_and_metadata(random_ckpt, tmp_path):
     assert len(steps) < sum(seqs["nfe"])
     meta = read_metadata(path)
     assert meta["mode"] == "oracle-replay" and meta["decoding"]["gen_length"] == 32 and meta["model_config_hash"]
+    assert meta["decoding"]["cache"] == "none"
     # the metadata carries the run identity checked on resume
     assert json.loads((tmp_path / "t" / "run.json").read_text()).items() <= meta.items()
 

@@ -20,6 +20,7 @@ class DecodeConfig:
     cfg_scale: float = 0.0
     remasking: str = "low_confidence"  # or "random"
     seed: int = 0
+    cache: str = "none"  # Fast-dLLM's KV caches: none, prefix or dual
 
     def validate(self) -> None:
         if self.gen_length <= 0 or self.block_length <= 0:
@@ -36,6 +37,11 @@ class DecodeConfig:
             raise DecodeError(f"remasking must be 'low_confidence' or 'random', got {self.remasking!r}")
         if self.temperature < 0:
             raise DecodeError(f"temperature must be >= 0, got {self.temperature}")
+        if self.cache not in ("none", "prefix", "dual"):
+            raise DecodeError(f"cache must be none, prefix or dual, got {self.cache!r}")
+        if self.cache != "none" and self.cfg_scale > 0:
+            raise DecodeError("classifier-free guidance does not run with a KV cache: use --cache none or "
+                              "--cfg-scale 0")
 
     @property
     def total_steps(self) -> int:

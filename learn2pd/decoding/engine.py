@@ -21,7 +21,7 @@ from learn2pd.decoding.plan import DecodingPlan, make_plan
 from learn2pd.decoding.policies.base import Policy
 from learn2pd.decoding.progress import RowProgress
 from learn2pd.decoding.runner import Feed, ModelRunner
-from learn2pd.decoding.sampling import sample
+from learn2pd.decoding.sampling import sample_fed
 from learn2pd.decoding.state import StepState
 from learn2pd.models.spec import ModelSpec
 
@@ -43,8 +43,8 @@ def decode(
 
     plan: a policy, a DecodingPlan (policy + block scheduler + EoTP) or a spec string such as
     `threshold:tau=0.9+adablock+eotp`. reference: [B, gen_length] tokens for the oracle policy.
-    observer: called after each step as `observer(state, commit, logits)` (trace collection); the state
-    holds the model's own predictions.
+    observer: called after each step as `observer(state, commit)` (trace collection); the state holds the
+    model's own predictions and this step's logits.
     """
     cfg.validate()
     plan = make_plan(plan)
@@ -57,13 +57,19 @@ def decode(
                           f"{spec.context_length} tokens: shorten the prompt or lower --gen-length")
     if policy.needs_reference and reference is None:
         raise DecodeError(f"policy {policy.name!r} needs reference tokens (run vanilla first)")
+    if cfg.cache != "none":
+        if not getattr(model, "supports_kv_cache", False):
+            raise DecodeError(f"{type(model).__name__} has no KV-cache support in learn2pd: use --cache none")
+        if spec.logit_shift:
+            raise DecodeError("KV caches are not implemented for shifted-logit (Dream-style) models yet: "
+                              "use --cache none")
     policy.check(cfg, spec)
     policy.reset(B, G, device)
     scheduler.bind(cfg, spec)
     eot = EndOfText(spec, plan.eotp_drop) if plan.eotp else None
     generator = torch.Generator(device=device).manual_seed(cfg.seed) if cfg.temperature > 0 or \
         cfg.remasking == "random" else None
-    runner = ModelRunner(model, spec, cfg.cfg_scale)
+    runner = ModelRunner(model, spec, cfg.cfg_scale, cfg.cache, B, P + G)
     progress = RowProgress(B, G, cfg.steps_per_block, device)
 
     x = torch.cat([prompt_ids, torch.full((B, G), spec.mask_id, dtype=torch.long, device=device)], 1)
@@ -71,7 +77,6 @@ def decode(
     prompt_len = prompt_mask.long().sum(1)
     pos = torch.arange(G, device=device)
     commits: list[list[int]] = [[] for _ in range(B)]
-    model_calls = 0
     start = time.perf_counter()
 
     while (rows := progress.active()).numel():
@@ -80,29 +85,29 @@ def decode(
         live = pos[:width] < input_end[:, None]
         first = progress.step[rows] == 0
         feed = Feed(rows, x[rows, :P + width], torch.cat([attn[rows, :P], live.long()], 1), P, live,
-                    progress.block_start[rows], first)
-        logits = runner.logits(feed)
-        model_calls += 1
-        progress.count_forward(rows, prompt_len[rows] + input_end)
+                    progress.block_start[rows], progress.block_end[rows], first, input_end)
+        logits, fed = runner.logits(feed)
+        progress.count_forward(rows, fed)
 
         # Predictions are read in the block (and, at a block's first step, as far as the scheduler looks).
         horizon = progress.horizon(rows, scheduler)
         need = (pos[:width] >= progress.block_start[rows, None]) & (pos[:width] < horizon[:, None])
-        tokens, conf = sample(logits, need, spec.mask_id, cfg.temperature, cfg.remasking == "random", generator)
+        tokens, conf = sample_fed(logits, need, spec.mask_id, cfg.temperature, cfg.remasking == "random",
+                                  generator)
         gen = feed.ids[:, P:]
         masked = gen == spec.mask_id
         if bool(first.any()):  # a block's end is chosen from its first forward (AdaBlock costs no NFE)
             opening = rows[first]
-            ends = scheduler.block_end(tokens[first], conf[first], logits[first], progress.block_start[opening],
-                                       progress.gen_end[opening])
+            ends = scheduler.block_end(tokens[first], conf[first], logits.values[first][:, :width],
+                                       progress.block_start[opening], progress.gen_end[opening])
             progress.open_blocks(opening, ends, masked[first])
 
         state = StepState(conf, tokens, masked, progress.in_block(rows, width), progress.step[rows],
-                          progress.quota(rows), rows, logits if policy.needs_logits else None,
+                          progress.quota(rows), rows, logits if policy.needs_logits or observer else None,
                           reference[rows, :width] if reference is not None else None)
         commit = policy.select(state) & state.candidates
         if observer is not None:
-            observer(state, commit, logits)
+            observer(state, commit)
         gen = torch.where(commit, policy.commit_tokens(state, commit), gen)
         if eot is not None:
             gen, commit, progress.gen_end[rows] = eot.cut(gen, state, commit, policy, progress.gen_end[rows])
@@ -111,7 +116,7 @@ def decode(
             commits[r].append(c)
         progress.advance(rows, gen == spec.mask_id)
 
-    return DecodeOutput(x[:, P:].clone(), progress.nfe, model_calls, commits, time.perf_counter() - start,
+    return DecodeOutput(x[:, P:].clone(), progress.nfe, runner.calls, commits, time.perf_counter() - start,
                         positions=progress.positions)
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from learn2pd.decoding.state import FedLogits
+
 CHUNK_ELEMENTS = 1 << 20  # float64 elements per chunk: 8 MB, a few positions of a 126k vocabulary
 
 
@@ -57,3 +59,20 @@ def _argmax_without(logits: torch.Tensor, mask_id: int) -> torch.Tensor:
         redo[:, mask_id] = float("-inf")
         tokens[bad] = redo.argmax(-1)
     return tokens
+
+
+def sample_fed(logits: FedLogits, need: torch.Tensor, mask_id: int, temperature: float = 0.0,
+               random_confidence: bool = False, generator: torch.Generator | None = None):
+    """`sample` on the positions a forward computed; [R, W] results, positions not computed get the mask
+    token and confidence 0 (a cached step computes the positions it may commit)."""
+    if logits.positions is None:
+        return sample(logits.values, need, mask_id, temperature, random_confidence, generator)
+    R, W = need.shape
+    pos = logits.positions
+    computed = pos >= 0
+    cols_need = computed & need.gather(1, pos.clamp(min=0))
+    tok, conf = sample(logits.values, cols_need, mask_id, temperature, random_confidence, generator)
+    at = torch.where(computed, pos, W)  # padding columns land in a spare last column
+    tokens = torch.full((R, W + 1), mask_id, dtype=torch.long, device=need.device).scatter(1, at, tok)
+    confidence = torch.zeros((R, W + 1), dtype=torch.float64, device=need.device).scatter(1, at, conf)
+    return tokens[:, :W], confidence[:, :W]

@@ -10,6 +10,40 @@ NEG_INF = float("-inf")
 
 
 @dataclass
+class FedLogits:
+    """Logits of the positions a forward computed: `values` [R, F, V] for generation positions
+    `positions` [R, F] (-1: a padding column). Without a cache every position is computed (F = W,
+    `positions` None); with one, later steps of a block compute only what they feed."""
+
+    values: torch.Tensor
+    positions: torch.Tensor | None = None
+
+    def columns(self, width: int) -> torch.Tensor:
+        """[R, width] column of each generation position (-1: not computed this step)."""
+        R = self.values.shape[0]
+        if self.positions is None:
+            return torch.arange(width, device=self.values.device).expand(R, width)
+        cols = torch.full((R, width + 1), -1, dtype=torch.long, device=self.values.device)
+        ar = torch.arange(self.positions.shape[1], device=self.values.device).expand_as(self.positions)
+        cols.scatter_(1, torch.where(self.positions >= 0, self.positions, width), ar)
+        return cols[:, :width]
+
+    def at(self, idx: torch.Tensor) -> torch.Tensor:
+        """Logits [R, n, V] at generation positions idx [R, n] (positions not computed read column 0:
+        callers only look at positions they asked to be computed)."""
+        if self.positions is None:
+            cols = idx
+        else:
+            width = int(max(int(idx.max()), int(self.positions.max()))) + 1
+            cols = self.columns(width).gather(1, idx).clamp(min=0)
+        return self.values.gather(1, cols[..., None].expand(-1, -1, self.values.shape[-1]))
+
+    def dense(self) -> torch.Tensor:
+        """[R, W, V] when every position was computed (a block's first, full forward)."""
+        return self.values
+
+
+@dataclass
 class StepState:
     """One decoding step of the active rows. Positions are relative to the generation region.
 
@@ -23,7 +57,8 @@ class StepState:
     step_in_block: [B] steps already taken in the current block
     quota:      [B] tokens the baseline (LLaDA) schedule commits at this step
     rows:       [B] indices of these rows in the full batch (for policies holding per-row data)
-    logits:     [B, G, V] only when the policy sets `needs_logits`
+    logits:     FedLogits, only when the policy sets `needs_logits` (or an observer records): read them at
+                block positions with `state.logits.at(idx)`
     reference:  [B, G] reference tokens (oracle only)
     G is the live width of this forward: positions cut by End-of-Text Prediction are not included.
     """
@@ -35,7 +70,7 @@ class StepState:
     step_in_block: torch.Tensor
     quota: torch.Tensor
     rows: torch.Tensor
-    logits: torch.Tensor | None = None
+    logits: FedLogits | None = None
     reference: torch.Tensor | None = None
 
     @property

@@ -45,10 +45,13 @@ class RotaryEmbedding(nn.Module):
         return 1.0 / (self.theta ** exponents)
 
     def tables(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(cos, sin) [1, 1, T, head_dim] in float32: computed once per forward, shared by every layer."""
-        freqs = torch.outer(positions.float(), self.inv_freq(positions.device))
+        """(cos, sin) in float32 for positions [T] -> [1, 1, T, head_dim], or per row [R, T] -> [R, 1, T,
+        head_dim]: computed once per forward, shared by every layer."""
+        freqs = positions.float()[..., None] * self.inv_freq(positions.device)  # = outer product, per row
         emb = torch.cat((freqs, freqs), dim=-1)
-        return emb.cos()[None, None], emb.sin()[None, None]
+        if emb.dim() == 2:
+            return emb.cos()[None, None], emb.sin()[None, None]
+        return emb.cos()[:, None], emb.sin()[:, None]
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor):
         return self.apply(q, k, self.tables(positions))
@@ -84,13 +87,23 @@ class LLaDABlock(nn.Module):
         self.up_proj = nn.Linear(d, config.mlp_hidden_size, bias=bias)
         self.ff_out = nn.Linear(config.mlp_hidden_size, d, bias=bias)
 
-    def forward(self, x, rope_tables, attn_mask):
+    def forward(self, x, rope_tables, attn_mask, cache=None):
+        """cache: None, or (KVCache, layer, rows, write positions [R, T] or None, keys). With None positions
+        the rows are computed whole and their keys/values stored; else the fed positions' keys/values are
+        written there and attention reads the rows' first `keys` cached keys and values."""
         B, T, _ = x.shape
         h = self.attn_norm(x)
         q = self.q_proj(h).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(h).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(h).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q, k = RotaryEmbedding.apply(q, k, rope_tables)
+        if cache is not None:
+            kv, layer, rows, write, n_keys = cache
+            if write is None:
+                kv.store(layer, rows, k, v)
+            else:
+                k, v = kv.update(layer, rows, write, k, v)
+                k, v = k[:, :, :n_keys], v[:, :, :n_keys]
         if self.n_kv_heads != self.n_heads:
             rep = self.n_heads // self.n_kv_heads
             k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
@@ -115,18 +128,24 @@ class LLaDAModel(nn.Module):
         self.transformer = nn.ModuleDict(modules)
         self.rotary = RotaryEmbedding(config.d_model // config.n_heads, config.rope_theta)
 
-    def forward(self, input_ids, attention_mask=None, positions=None):
+    def forward(self, input_ids, attention_mask=None, positions=None, cache=None, cache_rows=None,
+                cache_positions=None, cache_keys=None):
+        """attention_mask: [B, keys] (keys: T, or with cache_positions `cache_keys`).
+        positions: [T] or [B, T] RoPE positions (default 0..T-1). cache: a KVCache to fill (full forward of
+        `cache_rows`) or, with cache_positions [B, T], to read (the fed tokens' keys/values are written
+        there, the rest of each row's first `cache_keys` positions comes from the cache)."""
         B, T = input_ids.shape
         x = self.transformer.wte(input_ids)
         if positions is None:
             positions = torch.arange(T, device=input_ids.device)
         attn_mask = None
         if attention_mask is not None and not bool(attention_mask.all()):
-            # [B, 1, 1, T] boolean key mask: padded keys are invisible to every query.
+            # [B, 1, 1, keys] boolean key mask: padded keys are invisible to every query.
             attn_mask = attention_mask.bool()[:, None, None, :]
         tables = self.rotary.tables(positions)
-        for block in self.transformer.blocks:
-            x = block(x, tables, attn_mask)
+        for i, block in enumerate(self.transformer.blocks):
+            x = block(x, tables, attn_mask,
+                      None if cache is None else (cache, i, cache_rows, cache_positions, cache_keys))
         x = self.transformer.ln_f(x)
         if self.config.weight_tying:
             return F.linear(x, self.transformer.wte.weight)
@@ -152,7 +171,12 @@ class LLaDAPreTrainedModel(PreTrainedModel):
 
 
 class LLaDAModelLM(LLaDAPreTrainedModel):
-    """LLaDA mask predictor: `logits[b, i]` is the distribution of the token at position i."""
+    """LLaDA mask predictor: `logits[b, i]` is the distribution of the token at position i.
+
+    Supports learn2pd's KV cache (`learn2pd.models.kv_cache.KVCache`) for Fast-dLLM's prefix and dual
+    caching: `supports_kv_cache` tells the decoding engine so."""
+
+    supports_kv_cache = True
 
     def __init__(self, config: LLaDAConfig):
         super().__init__(config)
@@ -162,8 +186,10 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
     def get_input_embeddings(self):
         return self.model.transformer.wte
 
-    def forward(self, input_ids, attention_mask=None, positions=None, labels=None, **kwargs) -> MaskedLMOutput:
-        logits = self.model(input_ids, attention_mask=attention_mask, positions=positions)
+    def forward(self, input_ids, attention_mask=None, positions=None, labels=None, cache=None, cache_rows=None,
+                cache_positions=None, cache_keys=None, **kwargs) -> MaskedLMOutput:
+        logits = self.model(input_ids, attention_mask=attention_mask, positions=positions, cache=cache,
+                            cache_rows=cache_rows, cache_positions=cache_positions, cache_keys=cache_keys)
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)

@@ -46,6 +46,7 @@ class CollectConfig:
     gen_length: int = 128
     block_length: int = 32
     steps: int | None = None
+    cache: str = "none"  # KV cache of the decodes: none, prefix or dual
     batch_size: int = 64
     devices: int = 1
     dtype: str = "float32"
@@ -57,7 +58,7 @@ class CollectConfig:
 
     def decode_config(self) -> DecodeConfig:
         return DecodeConfig(gen_length=self.gen_length, block_length=self.block_length, steps=self.steps,
-                            seed=self.seed)
+                            seed=self.seed, cache=self.cache)
 
     def validate(self) -> None:
         if self.mode not in MODES:
@@ -80,12 +81,12 @@ class StepRecorder:
                                                          "committed", "label", "_row")}
 
     @torch.no_grad()
-    def __call__(self, state, commit, logits):
+    def __call__(self, state, commit):
         win = state.block_window(self.blk)
         valid = win.valid
         # the model's own predictions (a policy never rewrites the state): label = prediction == reference
         label = win.take(state.tokens == state.reference) if state.reference is not None else valid & False
-        feats = logit_features(win.take(logits))
+        feats = logit_features(state.logits.at(win.idx))
         cols = {
             "confidence": win.take(state.confidence).float() * valid,
             "margin": feats["margin"] * valid,

@@ -108,7 +108,7 @@ class LearnedPolicy(Policy):
                   gen_length=state.confidence.shape[1],
                   is_end=torch.isin(win.take(state.tokens), self._end_ids.to(win.idx.device)))
         if LOGIT_FEATURES & set(names):
-            kw.update(logit_features(win.take(state.logits)))
+            kw.update(logit_features(state.logits.at(win.idx)))
         return block_features(names, **kw)
 
     @torch.no_grad()
