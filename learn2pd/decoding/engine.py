@@ -74,7 +74,6 @@ def decode(
 
     x = torch.cat([prompt_ids, torch.full((B, G), spec.mask_id, dtype=torch.long, device=device)], 1)
     attn = torch.cat([prompt_mask.long(), torch.ones((B, G), dtype=torch.long, device=device)], 1)
-    prompt_len = prompt_mask.long().sum(1)
     pos = torch.arange(G, device=device)
     commits: list[list[int]] = [[] for _ in range(B)]
     start = time.perf_counter()
