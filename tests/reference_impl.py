@@ -459,3 +459,151 @@ def ref_generate_with_cache(model, prompt, mode: str, steps: int = 128, gen_leng
             commits.append(int(transfer.sum()))
             i += 1
     return x, net.calls, commits
+
+
+# --------------------------------------------------------------------------------------------------
+# (e) Dream: the published modeling (Qwen2-style, bidirectional) and diffusion_generate's sampler
+# --------------------------------------------------------------------------------------------------
+
+DREAM_LAYER_PARAMS = ("self_attn.q_proj.weight", "self_attn.q_proj.bias", "self_attn.k_proj.weight",
+                      "self_attn.k_proj.bias", "self_attn.v_proj.weight", "self_attn.v_proj.bias",
+                      "self_attn.o_proj.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight",
+                      "mlp.down_proj.weight", "input_layernorm.weight", "post_attention_layernorm.weight")
+
+
+def dream_param_names(n_layers: int) -> list[str]:
+    names = ["model.embed_tokens.weight"]
+    for i in range(n_layers):
+        names += [f"model.layers.{i}.{p}" for p in DREAM_LAYER_PARAMS]
+    return names + ["model.norm.weight", "lm_head.weight"]
+
+
+def dream_padding(attention_mask: torch.Tensor):
+    """diffusion_generate's position ids and 4-D mask for a left-padded batch ((None, None): no padding)."""
+    if attention_mask is None or not bool((attention_mask == 0).any()):
+        return None, None
+    tok_idx = attention_mask.long().cumsum(-1) - 1
+    tok_idx.masked_fill_(attention_mask == 0, 1)
+    am = attention_mask.bool()
+    return tok_idx, torch.logical_and(am[:, None, None, :], am[:, None, :, None])
+
+
+def ref_dream_forward(state_dict: dict, config, input_ids, attention_mask=None, position_ids=None):
+    """Logits [B, T, V] as the published DreamModel computes them (no shift inside the model):
+    RMSNorm in float32 with the weight after the cast back; RoPE tables float32 cast to the dtype and
+    applied in it; biased q/k/v; repeat_kv; softmax(q k^T / sqrt(d) masked by the 4-D mask) v. Padded
+    query rows are fully masked: zeros, as torch's SDPA returns for them (nothing reads them)."""
+    W, c = state_dict, config
+    nh, nkv = c.num_attention_heads, c.num_key_value_heads
+    hd = c.hidden_size // nh
+    B, T = input_ids.shape
+    tok_idx, mask4 = dream_padding(attention_mask)
+    if position_ids is None:
+        position_ids = tok_idx if tok_idx is not None else torch.arange(T)[None].expand(B, T)
+    x = W["model.embed_tokens.weight"][input_ids]
+    inv = 1.0 / (c.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.int64).float() / hd))
+    freqs = (inv[None, :, None].float() @ position_ids[:, None, :].float()).transpose(1, 2)
+    emb = torch.cat((freqs, freqs), dim=-1)
+    cos, sin = emb.cos().to(x.dtype)[:, None], emb.sin().to(x.dtype)[:, None]
+    for i in range(c.num_hidden_layers):
+        p = f"model.layers.{i}."
+        h = ref_rms_norm(x, W[p + "input_layernorm.weight"], c.rms_norm_eps)
+        q = (h @ W[p + "self_attn.q_proj.weight"].T + W[p + "self_attn.q_proj.bias"]).view(B, T, nh, hd).transpose(1, 2)
+        k = (h @ W[p + "self_attn.k_proj.weight"].T + W[p + "self_attn.k_proj.bias"]).view(B, T, nkv, hd).transpose(1, 2)
+        v = (h @ W[p + "self_attn.v_proj.weight"].T + W[p + "self_attn.v_proj.bias"]).view(B, T, nkv, hd).transpose(1, 2)
+        q = q * cos + ref_rotate_half(q) * sin
+        k = k * cos + ref_rotate_half(k) * sin
+        k = k[:, :, None].expand(B, nkv, nh // nkv, T, hd).reshape(B, nh, T, hd)
+        v = v[:, :, None].expand(B, nkv, nh // nkv, T, hd).reshape(B, nh, T, hd)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(hd)
+        if mask4 is not None:
+            scores = scores.masked_fill(~mask4, float("-inf"))
+        att = torch.softmax(scores, dim=-1).nan_to_num(0.0) @ v
+        x = x + att.transpose(1, 2).reshape(B, T, -1) @ W[p + "self_attn.o_proj.weight"].T
+        h = ref_rms_norm(x, W[p + "post_attention_layernorm.weight"], c.rms_norm_eps)
+        x = x + (F.silu(h @ W[p + "mlp.gate_proj.weight"].T) * (h @ W[p + "mlp.up_proj.weight"].T)) \
+            @ W[p + "mlp.down_proj.weight"].T
+    x = ref_rms_norm(x, W["model.norm.weight"], c.rms_norm_eps)
+    return x @ W["lm_head.weight"].T
+
+
+def _dream_filter(logits, top_p, top_k):
+    if top_p is not None and top_p < 1:
+        sorted_logits, sorted_idx = torch.sort(logits, descending=True)
+        cum = torch.cumsum(F.softmax(sorted_logits, dim=-1), dim=-1)
+        remove = cum > top_p
+        remove[..., 1:] = remove[..., :-1].clone()
+        remove[..., 0] = 0
+        mask = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, sorted_idx, remove)
+        logits = logits.masked_fill(mask, torch.finfo(logits.dtype).min)
+    if top_k is not None:
+        top_k = min(top_k, logits.size(-1))
+        logits = logits.masked_fill(logits < torch.topk(logits, top_k)[0][..., -1, None], torch.finfo(logits.dtype).min)
+    return logits
+
+
+def ref_dream_sample_tokens(logits, temperature=0.0, top_p=None, top_k=None, margin_confidence=False,
+                            neg_entropy=False):
+    if temperature > 0:
+        logits = logits / temperature
+    logits = _dream_filter(logits, top_p, top_k)
+    probs = torch.softmax(logits, dim=-1)
+    if temperature > 0:
+        x0 = torch.distributions.Categorical(probs=probs).sample()
+        confidence = torch.gather(probs, -1, x0.unsqueeze(-1)).squeeze(-1)
+    else:
+        confidence, x0 = probs.max(dim=-1)
+    if margin_confidence:
+        sorted_probs, _ = torch.sort(probs, dim=-1, descending=True)
+        confidence = sorted_probs[:, 0] - sorted_probs[:, 1]
+    if neg_entropy:
+        confidence = torch.sum(probs * torch.log(probs + 1e-10), dim=-1)
+    return confidence, x0
+
+
+@torch.no_grad()
+def ref_diffusion_generate(logits_fn, input_ids, attention_mask, max_new_tokens, steps, mask_id, alg="origin",
+                           alg_temp=None, temperature=0.0, top_p=None, top_k=None, eps=1e-3):
+    """Dream's `diffusion_generate` / `_sample` (whole region, no blocks). `logits_fn(x, attention_mask,
+    position_ids)` returns raw model logits; they are shifted here, as the published sampler does.
+    Returns (x, forwards that still had a masked position: the published loop runs all `steps`)."""
+    B, P = input_ids.shape
+    x = F.pad(input_ids, (0, max_new_tokens), value=mask_id)
+    am = F.pad(attention_mask, (0, max_new_tokens), value=1) if attention_mask is not None else None
+    tok_idx, _ = dream_padding(am)
+    if tok_idx is None:
+        am = None
+    timesteps = torch.linspace(1, eps, steps + 1)
+    forwards = 0
+    for i in range(steps):
+        mask_index = x == mask_id
+        logits = logits_fn(x, am, tok_idx)
+        forwards += int(bool(mask_index.any()))
+        logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+        mask_logits = logits[mask_index]
+        t, s = timesteps[i], timesteps[i + 1]
+        if alg == "origin":
+            p_transfer = 1 - s / t if i < steps - 1 else 1
+            x0 = torch.zeros_like(x[mask_index], dtype=torch.long) + mask_id
+            transfer = torch.rand(*x0.shape) < p_transfer
+            _, x0[transfer] = ref_dream_sample_tokens(mask_logits[transfer], temperature, top_p, top_k)
+            x[mask_index] = x0.clone()
+        else:
+            confidence, x0 = ref_dream_sample_tokens(mask_logits, temperature, top_p, top_k,
+                                                     margin_confidence=alg == "topk_margin",
+                                                     neg_entropy=alg == "entropy")
+            num_mask_token = mask_index.sum() / mask_index.shape[0]
+            n = int(num_mask_token * (1 - s / t)) if i < steps - 1 else int(num_mask_token)
+            full = torch.full_like(x, -torch.inf, device=x.device, dtype=logits.dtype)
+            full[mask_index] = confidence
+            if n > 0:
+                if alg_temp is None or alg_temp == 0:
+                    _, transfer_index = torch.topk(full, n)
+                else:
+                    full = F.softmax(full / alg_temp, dim=-1)
+                    transfer_index = torch.multinomial(full, num_samples=n)
+                x_ = torch.zeros_like(x, dtype=torch.long) + mask_id
+                x_[mask_index] = x0.clone()
+                rows = torch.arange(x.size(0)).unsqueeze(1).expand_as(transfer_index)
+                x[rows, transfer_index] = x_[rows, transfer_index]
+    return x, forwards

@@ -60,9 +60,6 @@ def decode(
     if cfg.cache != "none":
         if not getattr(model, "supports_kv_cache", False):
             raise DecodeError(f"{type(model).__name__} has no KV-cache support in learn2pd: use --cache none")
-        if spec.logit_shift:
-            raise DecodeError("KV caches are not implemented for shifted-logit (Dream-style) models yet: "
-                              "use --cache none")
     policy.check(cfg, spec)
     policy.reset(B, G, device)
     scheduler.bind(cfg, spec)
@@ -103,7 +100,7 @@ def decode(
 
         state = StepState(conf, tokens, masked, progress.in_block(rows, width), progress.step[rows],
                           progress.quota(rows), rows, logits if policy.needs_logits or observer else None,
-                          reference[rows, :width] if reference is not None else None)
+                          reference[rows, :width] if reference is not None else None, P)
         commit = policy.select(state) & state.candidates
         if observer is not None:
             observer(state, commit)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from learn2pd.decoding.policies.base import Policy, PolicySpecError
+from learn2pd.decoding.policies.dream import EntropyPolicy, MaskGITPlusPolicy, OriginPolicy, TopkMarginPolicy
 from learn2pd.decoding.policies.factor import FactorPolicy
 from learn2pd.decoding.policies.learned import LearnedPolicy
 from learn2pd.decoding.policies.localleap import LocalLeapPolicy
@@ -26,6 +27,11 @@ POLICIES: dict[str, type[Policy]] = {
     "localleap": LocalLeapPolicy,
     "oracle": OraclePolicy,
     "learned": LearnedPolicy,
+    # Dream's diffusion_generate algorithms (any model; Dream's defaults)
+    "origin": OriginPolicy,
+    "maskgit_plus": MaskGITPlusPolicy,
+    "topk_margin": TopkMarginPolicy,
+    "entropy": EntropyPolicy,
 }
 SCHEDULERS: dict[str, type[Scheduler]] = {"adablock": AdaBlockScheduler}
 EOTP = "eotp"

@@ -72,14 +72,14 @@ class ModelRunner:
         values = parts[0][1].new_zeros(R, width, V)
         positions = torch.full((R, width), -1, dtype=torch.long, device=values.device)
         fed = fed_full.clone()
-        for where, vals, pos in parts:
+        for where, vals, pos, *count in parts:
             idx = where.nonzero()[:, 0]
             values[idx, :vals.shape[1]] = vals
             if pos is None:
                 positions[idx, :W] = torch.arange(W, device=values.device)
             else:
                 positions[idx, :pos.shape[1]] = pos
-                fed[idx] = (pos >= 0).sum(1)
+                fed[idx] = count[0]
         return FedLogits(values, positions), fed
 
     def _full(self, x, mask, prompt_width, rows=None):
@@ -98,22 +98,28 @@ class ModelRunner:
         return logits[:, prompt_width:]
 
     def _cached(self, feed: Feed, where: torch.Tensor):
-        """Rows inside a block: feed the block (dual) or the block to the live end (prefix)."""
+        """Rows inside a block: feed the block (dual) or the block to the live end (prefix). Returns the
+        logits of the fed positions, their generation positions (-1: padding) and [R] tokens fed."""
         P, W = feed.prompt_width, feed.live.shape[1]
         start = feed.block_start[where]
         end = feed.block_end[where] if self.mode == "dual" else feed.input_end[where]
         end = torch.minimum(end, feed.input_end[where])
+        # A shifted-logit model predicts position i from i - 1: feed one position more on the left (the
+        # prompt's last token for the first block), so every block position gets its own prediction.
+        shift = int(self.spec.logit_shift)
+        start = start - shift
         count = end - start
-        F = int(count.max())
-        ar = torch.arange(F, device=start.device)
+        ar = torch.arange(int(count.max()), device=start.device)
         valid = ar < count[:, None]
         pos = torch.where(valid, start[:, None] + ar, -1)  # generation positions fed, -1 padding
-        cols = P + pos.clamp(min=0)
+        cols = P + pos.clamp(min=-shift)
         ids = torch.where(valid, feed.ids[where].gather(1, cols), self.spec.mask_id)
         write = torch.where(valid, cols, self.cache.scratch)  # padding slots write the scratch slot
-        logits = self._call(ids, feed.attention[where], positions=cols, cache=self.cache,
-                            cache_rows=feed.rows[where], cache_positions=write, cache_keys=P + W)
-        return logits, pos
+        logits = self._call(ids, feed.attention[where], cache=self.cache, cache_rows=feed.rows[where],
+                            cache_positions=write, cache_keys=P + W)
+        if shift:
+            logits, pos = logits[:, :-1], pos[:, 1:]
+        return logits, pos, valid.sum(1)
 
     def _call(self, x, mask, **kw):
         self.calls += 1

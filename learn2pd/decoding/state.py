@@ -60,6 +60,7 @@ class StepState:
     logits:     FedLogits, only when the policy sets `needs_logits` (or an observer records): read them at
                 block positions with `state.logits.at(idx)`
     reference:  [B, G] reference tokens (oracle only)
+    prompt_width: columns of (left-padded) prompt before the generation region in the model's input
     G is the live width of this forward: positions cut by End-of-Text Prediction are not included.
     """
 
@@ -72,6 +73,7 @@ class StepState:
     rows: torch.Tensor
     logits: FedLogits | None = None
     reference: torch.Tensor | None = None
+    prompt_width: int = 0
 
     @property
     def candidates(self) -> torch.Tensor:

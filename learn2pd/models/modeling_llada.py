@@ -136,8 +136,8 @@ class LLaDAModel(nn.Module):
         there, the rest of each row's first `cache_keys` positions comes from the cache)."""
         B, T = input_ids.shape
         x = self.transformer.wte(input_ids)
-        if positions is None:
-            positions = torch.arange(T, device=input_ids.device)
+        if positions is None:  # column positions (padding included), as LLaDA's own forward
+            positions = cache_positions if cache_positions is not None else torch.arange(T, device=input_ids.device)
         attn_mask = None
         if attention_mask is not None and not bool(attention_mask.all()):
             # [B, 1, 1, keys] boolean key mask: padded keys are invisible to every query.

@@ -44,5 +44,11 @@ def spec_from_model(model, tokenizer=None) -> ModelSpec:
         return ModelSpec("llada", cfg.mask_token_id, cfg.eos_token_id, cfg.pad_token_id, end, delims,
                          context_length=context)
     if mtype.lower() == "dream":
-        return ModelSpec("dream", logit_shift=True, context_length=context, **DREAM_7B)
+        if cfg.mask_token_id == DREAM_7B["mask_id"]:
+            return ModelSpec("dream", logit_shift=True, context_length=context, **DREAM_7B)
+        eos = cfg.eos_token_id if cfg.eos_token_id is not None else cfg.pad_token_id
+        end = tuple(i for i in (eos, getattr(cfg, "eot_token_id", None)) if i is not None)
+        delims = tuple(tokenizer.convert_tokens_to_ids(["\n"])) if tokenizer is not None else ()
+        return ModelSpec("dream", cfg.mask_token_id, eos, cfg.pad_token_id, end, delims, logit_shift=True,
+                         context_length=context)
     raise ValueError(f"unsupported model_type {mtype!r}: learn2pd knows 'llada' and 'Dream'")

@@ -159,6 +159,16 @@ def _check(config, path, model_type, block_length) -> None:
     if model_type and config.model_type and config.model_type.lower() != model_type.lower():
         raise ValueError(f"filter {path} was trained on a {config.model_type!r} model, not {model_type!r}: "
                          "collect traces and train a filter for this model")
-    if block_length and config.block_length != block_length:
-        raise ValueError(f"filter {path} was trained for blocks of {config.block_length}, decoding uses "
-                         f"{block_length}: pass --block-length {config.block_length} or train a new filter")
+    if not block_length or block_length == config.block_length:
+        return
+    # The filter reads a window of config.block_length positions from the block's start.
+    if config.kind == "learn2pd":
+        why = "its MLP reads exactly that many positions"
+    elif block_length > config.block_length:
+        why = "its window would not cover the block"
+    elif "pos_in_block" in config.features:
+        why = f"its pos_in_block feature measures positions in blocks of {config.block_length}"
+    else:  # a shorter block: padding fills the rest of the window, as after an EoTP cut
+        return
+    raise ValueError(f"filter {path} was trained for blocks of {config.block_length}, decoding uses "
+                     f"{block_length} ({why}): pass --block-length {config.block_length} or train a new filter")
