@@ -20,8 +20,9 @@ test: install
 demo: install
 	$(VENV)/bin/learn2pd demo --out $(DEMO_OUT)
 
+# Rebuilds the shipped checkpoints/tiny-llada: the one target allowed to write there.
 tiny-model: install
-	$(PY) -m learn2pd.trainers.pretrain_tiny --config configs/pretrain/tiny.yaml
+	$(PY) -m learn2pd.trainers.pretrain_tiny --config configs/pretrain/tiny.yaml --overwrite
 
 lint: install
 	$(VENV)/bin/ruff check learn2pd trainers tests benchmarks

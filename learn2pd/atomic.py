@@ -66,3 +66,29 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             old.rename(path)
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+# The shipped models and filters: tools write there only when told to (tests point this elsewhere).
+CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
+
+
+def check_output(path: str | os.PathLike, name: str, folder: bool = False, overwrite: bool = False,
+                 overwrite_flag: str = "--overwrite") -> Path:
+    """Refuse an output before any work: under checkpoints/ (unless `overwrite`), a file where a folder is
+    meant or the reverse, or in a folder this user cannot write. `name` is the input as the user gave it."""
+    path = Path(path)
+    if not overwrite and path.resolve().is_relative_to(CHECKPOINTS.resolve()):
+        raise ValueError(f"{name} {path} is inside {CHECKPOINTS}, the shipped checkpoints: write under outputs/ "
+                         f"instead, or pass {overwrite_flag} to replace them")
+    if folder and path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{name} {path} is a file, not a folder: pass another path or remove the file")
+    if not folder and path.is_dir():
+        raise IsADirectoryError(f"{name} {path} is a folder, not a file: pass a file path inside it")
+    # the writes land beside `path` (temp + rename), and a collection also writes inside its folder
+    for target in (path.parent, path) if folder and path.is_dir() else (path.parent,):
+        existing = next(p for p in (target, *target.parents) if p.exists())
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{name} {path}: {existing} is a file, not a folder: pass another path")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise PermissionError(f"{name} {path}: {existing} is not writable: pass a path in a writable folder")
+    return path

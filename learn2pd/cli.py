@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from learn2pd.version import __version__
 
@@ -12,23 +13,28 @@ USER_ERRORS: tuple[type[Exception], ...] = (ValueError, FileNotFoundError, OSErr
 
 def _decode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="model folder or hub id (default: embedded checkpoints/tiny-llada)")
-    p.add_argument("--gen-length", type=int, default=128)
-    p.add_argument("--block-length", type=int, default=32)
+    p.add_argument("--gen-length", type=int, default=128, help="answer tokens to decode (default 128)")
+    p.add_argument("--block-length", type=int, default=32,
+                   help="semi-autoregressive block size; divides --gen-length (default 32)")
     p.add_argument("--steps", type=int, default=None, help="baseline schedule steps (default: gen length)")
-    p.add_argument("--temperature", type=float, default=0.0)
-    p.add_argument("--cfg-scale", type=float, default=0.0)
-    p.add_argument("--remasking", default="low_confidence", choices=["low_confidence", "random"])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--temperature", type=float, default=0.0, help="sampling temperature; 0 is greedy (default)")
+    p.add_argument("--cfg-scale", type=float, default=0.0, help="classifier-free guidance scale (default 0: off)")
+    p.add_argument("--remasking", default="low_confidence", choices=["low_confidence", "random"],
+                   help="which positions the vanilla schedule commits (default low_confidence)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--cache", default="none", choices=["none", "prefix", "dual"],
                    help="Fast-dLLM KV cache: reuse keys/values from each block's first forward (default none)")
     p.add_argument("--dtype", default="auto", help="auto (bf16 where the hardware has it), float32, bfloat16, float16")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--trust-remote-code", action="store_true", help="needed for Dream checkpoints")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64, help="prompts decoded together (default 64)")
 
 
 def _config(args):
     from learn2pd.decoding.config import DecodeConfig
+    from learn2pd.models.loading import check_device
+
+    check_device(args.device)
 
     cfg = DecodeConfig(gen_length=args.gen_length, block_length=args.block_length, steps=args.steps,
                        temperature=args.temperature, cfg_scale=args.cfg_scale, remasking=args.remasking,
@@ -48,13 +54,32 @@ def _policy_spec(args) -> str:
     return spec
 
 
+def check_prompts(tokenizer, prompts: list[str]) -> None:
+    """Refuse prompts the model cannot read: not UTF-8 (argv keeps such bytes as surrogates), empty, or with
+    characters the tokenizer maps to its unknown token (the model would silently see something else)."""
+    unk = tokenizer.unk_token_id
+    for i, p in enumerate(prompts):
+        bad = [f"0x{ord(c) - 0xDC00:02x}" for c in p if 0xDC80 <= ord(c) <= 0xDCFF]
+        if bad:
+            raise ValueError(f"prompt #{i} {p[:40]!r} has bytes that are not UTF-8 ({', '.join(bad)}): "
+                             "pass the prompt as UTF-8 text")
+        if not p.strip():
+            raise ValueError(f"prompt #{i} is empty: give each prompt some text")
+        if unk is not None and unk in tokenizer(p, add_special_tokens=False).input_ids:
+            chars = sorted({c for c in p if unk in tokenizer(c, add_special_tokens=False).input_ids})
+            raise ValueError(f"prompt #{i} {p[:40]!r} has characters this model's tokenizer maps to unknown "
+                             f"({' '.join(map(repr, chars)) or 'a sequence of them'}): remove them or use a model "
+                             "whose tokenizer covers them")
+
+
 def cmd_generate(args) -> int:
     from learn2pd.decoding.batching import generate
     from learn2pd.decoding.plan import make_plan
-    from learn2pd.models.loading import load_model
+    from learn2pd.models.loading import load_model, load_tokenizer
 
     cfg = _config(args)
     plan = make_plan(_policy_spec(args))
+    check_prompts(load_tokenizer(args.model, args.trust_remote_code), args.prompt)  # before the weights load
     model, tok, spec = load_model(args.model, args.dtype, args.device, args.trust_remote_code)
     out = generate(model, tok, args.prompt, plan, cfg, spec, batch_size=args.batch_size)
     for text, nfe, lat in zip(out.texts, out.nfe.tolist(), out.latency_s.tolist()):
@@ -65,6 +90,7 @@ def cmd_generate(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    from learn2pd.atomic import check_output
     from learn2pd.decoding.plan import make_plan
     from learn2pd.evaluation.report import markdown_table, plot_pareto, write_atomic, write_json
     from learn2pd.evaluation.runner import evaluate
@@ -72,6 +98,10 @@ def cmd_evaluate(args) -> int:
     from learn2pd.tasks.loaders import load_problems
 
     cfg = _config(args)
+    if args.output:  # before the evaluation, whose results would otherwise be lost
+        out = Path(args.output)
+        for path in (out, out.with_suffix(".md"), out.with_suffix(".png")):
+            check_output(path, "--output", overwrite=args.overwrite)
     policies = split_policies(args.policies)
     plans = [make_plan(p) for p in policies]  # built once, before loading anything: a typo fails fast
     problems = load_problems(args.tasks, args.num_samples, args.question_field, args.answer_field, args.split)
@@ -106,7 +136,8 @@ def split_policies(text: str) -> list[str]:
 def cmd_demo(args) -> int:
     from learn2pd.demo import run_demo
 
-    run_demo(args.out, args.num_traces, args.num_samples, dtype=args.dtype, progress=not args.quiet)
+    run_demo(args.out, args.num_traces, args.num_samples, dtype=args.dtype, progress=not args.quiet,
+             overwrite=args.overwrite)
     return 0
 
 
@@ -124,22 +155,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="compare policies on held-out problems")
     e.add_argument("--tasks", default="suite", help="suite, families (arith,sort), a .jsonl file, or hf:NAME[:CONFIG]")
-    e.add_argument("--num-samples", type=int, default=100)
+    e.add_argument("--num-samples", type=int, default=100, help="problems to evaluate (default 100)")
     e.add_argument("--question-field", default="question", help="HF dataset column with the question")
     e.add_argument("--answer-field", default="answer", help="HF dataset column with the answer")
     e.add_argument("--split", default="test", help="HF dataset split")
     e.add_argument("--policies", default="vanilla,threshold", help="comma-separated policy specs")
     e.add_argument("--output", default=None, help="results JSON (a .md table and .png plot go beside it)")
-    e.add_argument("--quiet", action="store_true")
+    e.add_argument("--overwrite", action="store_true", help="allow --output inside checkpoints/")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
     _decode_args(e)
     e.set_defaults(func=cmd_evaluate)
 
     d = sub.add_parser("demo", help="end to end on the embedded tiny dLLM: traces, filter, evaluation")
-    d.add_argument("--out", default="outputs/demo")
-    d.add_argument("--num-traces", type=int, default=512)
-    d.add_argument("--num-samples", type=int, default=200)
-    d.add_argument("--dtype", default="auto")
-    d.add_argument("--quiet", action="store_true")
+    d.add_argument("--out", default="outputs/demo", help="folder for traces, filters, logs and results "
+                   "(default outputs/demo)")
+    d.add_argument("--num-traces", type=int, default=512, help="training problems to collect traces on (default 512)")
+    d.add_argument("--num-samples", type=int, default=200, help="held-out problems to evaluate (default 200)")
+    d.add_argument("--dtype", default="auto", help="auto (bf16 where the hardware has it), float32, bfloat16")
+    d.add_argument("--overwrite", action="store_true", help="allow --out inside checkpoints/")
+    d.add_argument("--quiet", action="store_true", help="no progress output")
     d.set_defaults(func=cmd_demo)
     return ap
 

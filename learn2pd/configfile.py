@@ -8,6 +8,8 @@ from pathlib import Path
 
 import yaml
 
+OVERWRITE_FLAG = "--overwrite true (or overwrite: true in the config)"
+
 
 def config_from_args(cls, argv, prog: str, description: str, example: str, skip: tuple[str, ...] = ()):
     """Build `cls` from `--config FILE` and one flag per field.
@@ -35,6 +37,8 @@ def config_from_args(cls, argv, prog: str, description: str, example: str, skip:
         if name in fields and text is not None:
             values[name] = text if str(fields[name].type) == "str" else yaml.safe_load(text)
     for name, value in values.items():  # YAML reads `1e-3` (no dot) as text
+        if str(fields[name].type) == "bool" and not isinstance(value, bool):  # "ture" would be truthy
+            raise ValueError(f"{name} must be true or false, got {value!r}")
         if str(fields[name].type) == "float" and isinstance(value, str):
             try:
                 values[name] = float(value)

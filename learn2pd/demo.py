@@ -9,6 +9,7 @@ import shutil
 import time
 from pathlib import Path
 
+from learn2pd.atomic import check_output
 from learn2pd.decoding.engine import DecodeConfig
 from learn2pd.evaluation.report import markdown_table, plot_pareto, write_atomic, write_json
 from learn2pd.evaluation.runner import evaluate
@@ -28,10 +29,11 @@ def learned_plans(filter_dir: Path, eot_dir: Path) -> list[str]:
 
 
 def run_demo(out: str = "outputs/demo", num_traces: int = 512, num_samples: int = 200, gen_length: int = 128,
-             block_length: int = 32, batch_size: int = 64, dtype: str = "auto", progress: bool = True) -> dict:
+             block_length: int = 32, batch_size: int = 64, dtype: str = "auto", progress: bool = True,
+             overwrite: bool = False) -> dict:
     from learn2pd.trainers.train_filter import TrainFilterConfig, train_filter
 
-    out_dir = Path(out)
+    out_dir = check_output(out, "--out", folder=True, overwrite=overwrite)
     t0 = time.perf_counter()
     say = print if progress else (lambda *a, **k: None)
     # From nothing: traces left by an earlier demo (another model or settings) must not be resumed.
@@ -39,9 +41,9 @@ def run_demo(out: str = "outputs/demo", num_traces: int = 512, num_samples: int 
     say(f"[1/3] collecting oracle-replay traces of {num_traces} training problems (vanilla+eotp reference)")
     traces = collect_traces(CollectConfig(out=str(out_dir / "traces"), num_prompts=num_traces, gen_length=gen_length,
                                           block_length=block_length, batch_size=batch_size, dtype=dtype,
-                                          reference_plan="vanilla+eotp"), progress)
+                                          reference_plan="vanilla+eotp", overwrite=overwrite), progress)
     say(f"[2/3] training the Learn2PD filter and the End-of-Text predictor (W&B offline, CSV) on {traces}")
-    common = dict(traces=str(out_dir / "traces"), log_dir=str(out_dir / "logs"))
+    common = dict(traces=str(out_dir / "traces"), log_dir=str(out_dir / "logs"), overwrite=overwrite)
     filt = train_filter(TrainFilterConfig(out=str(out_dir / "filter"), target="filter",
                                           filter={"kind": "learn2pd", "block_length": block_length}, **common),
                         progress)

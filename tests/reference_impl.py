@@ -508,9 +508,11 @@ def ref_dream_forward(state_dict: dict, config, input_ids, attention_mask=None, 
     for i in range(c.num_hidden_layers):
         p = f"model.layers.{i}."
         h = ref_rms_norm(x, W[p + "input_layernorm.weight"], c.rms_norm_eps)
-        q = (h @ W[p + "self_attn.q_proj.weight"].T + W[p + "self_attn.q_proj.bias"]).view(B, T, nh, hd).transpose(1, 2)
-        k = (h @ W[p + "self_attn.k_proj.weight"].T + W[p + "self_attn.k_proj.bias"]).view(B, T, nkv, hd).transpose(1, 2)
-        v = (h @ W[p + "self_attn.v_proj.weight"].T + W[p + "self_attn.v_proj.bias"]).view(B, T, nkv, hd).transpose(1, 2)
+        def proj(name, heads):
+            out = h @ W[f"{p}self_attn.{name}.weight"].T + W[f"{p}self_attn.{name}.bias"]
+            return out.view(B, T, heads, hd).transpose(1, 2)
+
+        q, k, v = proj("q_proj", nh), proj("k_proj", nkv), proj("v_proj", nkv)
         q = q * cos + ref_rotate_half(q) * sin
         k = k * cos + ref_rotate_half(k) * sin
         k = k[:, :, None].expand(B, nkv, nh // nkv, T, hd).reshape(B, nh, T, hd)

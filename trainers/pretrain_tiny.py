@@ -53,6 +53,7 @@ import argparse
 import itertools
 import math
 import random
+import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -63,7 +64,7 @@ import torch.nn.functional as F
 import yaml
 from torch.utils.data import DataLoader, IterableDataset
 
-from learn2pd.atomic import atomic_dir
+from learn2pd.atomic import atomic_dir, check_output
 from learn2pd.models.configuration_llada import LLaDAConfig
 from learn2pd.models.modeling_llada import LLaDAModelLM
 from learn2pd.models.tokenizer import build_char_tokenizer
@@ -280,12 +281,17 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     ap.add_argument("--config", default="configs/pretrain/tiny.yaml")
     ap.add_argument("--out")
+    ap.add_argument("--overwrite", action="store_true", help="allow an --out (or config out) inside checkpoints/")
     ap.add_argument("--threads", type=int)
     ap.add_argument("--init-from", help="start from an exported checkpoint folder (continue training)")
     ap.add_argument("--from-stage", type=int, default=0, help="skip the stages before this one (with --init-from)")
     args = ap.parse_args(argv)
     cfg = yaml.safe_load(Path(args.config).read_text())
-    out = Path(args.out or cfg["out"])
+    try:
+        out = check_output(args.out or cfg["out"], "out", folder=True, overwrite=args.overwrite)
+    except (ValueError, OSError) as err:
+        print(f"{ap.prog}: error: {err}", file=sys.stderr)
+        return 2
     if args.threads:
         torch.set_num_threads(args.threads)
     L.seed_everything(cfg["seed"])
@@ -306,4 +312,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 from torchmetrics.functional.classification import binary_auroc
 
-from learn2pd.configfile import config_from_args
+from learn2pd.atomic import check_output
+from learn2pd.configfile import OVERWRITE_FLAG, config_from_args
 from learn2pd.filters.compare import threshold_at_false_accept_rate
 from learn2pd.filters.data import split_prompts, trace_tensors
 from learn2pd.filters.models import FilterConfig, build_filter
@@ -31,7 +32,7 @@ from learn2pd.traces.store import load_traces, read_metadata
 @dataclass
 class TrainFilterConfig:
     traces: str = "outputs/traces/tiny"
-    out: str = "checkpoints/tiny-llada-filter"
+    out: str = "outputs/filters/tiny-llada-filter"
     filter: dict = field(default_factory=lambda: {"kind": "learn2pd"})
     target: str = "filter"  # filter | eot
     lr: float = 3e-3
@@ -46,6 +47,7 @@ class TrainFilterConfig:
     wandb: bool = True
     wandb_project: str = "learn2pd"
     log_dir: str = "runs/filter"
+    overwrite: bool = False  # needed to write into checkpoints/ (the shipped filters)
 
 
 def _metrics(logits, labels, threshold) -> dict:
@@ -165,6 +167,8 @@ def _loggers(cfg: TrainFilterConfig):
 
 def train_filter(cfg: TrainFilterConfig, progress: bool = True) -> dict:
     """Train, test on held-out prompts, export the best epoch to `cfg.out`; returns the test metrics."""
+    check_output(cfg.out, "out", folder=True, overwrite=cfg.overwrite, overwrite_flag=OVERWRITE_FLAG)
+    check_output(cfg.log_dir, "log_dir", folder=True, overwrite=cfg.overwrite, overwrite_flag=OVERWRITE_FLAG)
     L.seed_everything(cfg.seed, verbose=False)
     fcfg = FilterConfig(**({"kind": "eot"} if cfg.target == "eot" else {}) | cfg.filter)
     data = FilterDataModule(cfg.traces, fcfg.features, fcfg.block_length, cfg.target, cfg.batch_size, cfg.seed)
@@ -216,7 +220,7 @@ def main(argv=None) -> int:
     try:
         cfg = build_config(argv)
         metrics = train_filter(cfg)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:
         print(f"train-filter: error: {str(err).splitlines()[0]}", file=sys.stderr)
         return 2
     print(f"exported {cfg.out}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.startswith("test/")))

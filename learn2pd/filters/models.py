@@ -3,7 +3,7 @@
 - `Learn2PDFilter` (the published baseline): the block's confidences in position order ->
   Linear(L, H) -> ReLU -> Linear(H, L): one logit per position (2,112 parameters at L = H = 32).
 - `PositionwiseFilter` (ours): per-position features, a small 1-D convolution over the block for
-  context, then a per-position MLP. Works for any block length.
+  context, then a per-position MLP. Runs at any block length (decoding checks which: learned.py `_check`).
 - `EoTPredictor`: same shape as the positionwise filter; its logit says "the answer has ended at or
   before this position".
 """
@@ -123,7 +123,10 @@ def load_filter(directory: str | os.PathLike, map_location: str = "cpu") -> Filt
     cfg_file = directory / "config.json"
     if not cfg_file.is_file():
         raise FileNotFoundError(f"no filter at {directory} (config.json missing): train one with `train-filter`")
-    raw = json.loads(cfg_file.read_text())
+    try:
+        raw = json.loads(cfg_file.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{cfg_file} is not valid JSON ({e}): re-export the filter or retrain it") from None
     if "kind" not in raw:  # every saved filter config has it; a dLLM's config.json has architectures/model_type
         what = "a model, not a filter" if {"architectures", "model_type"} & set(raw) else "not a filter"
         raise ValueError(f"{directory} looks like {what} (its config.json has no 'kind'): pass a filter folder, "

@@ -10,7 +10,7 @@ from learn2pd.tasks.suite import FAMILIES, Problem, heldout_problems, train_prob
 
 
 def load_problems(tasks: str, n: int, question_field: str = "question", answer_field: str = "answer",
-                  split: str = "test") -> list[Problem]:
+                  split: str = "test", count_flag: str = "--num-samples") -> list[Problem]:
     """Problems by name.
 
     - `suite` (every built-in family) or a comma list of families (`arith,sort`): held-out problems;
@@ -18,9 +18,11 @@ def load_problems(tasks: str, n: int, question_field: str = "question", answer_f
     - a `.jsonl` file with `question` and `answer` fields: exact match after stripping;
     - `hf:NAME[:CONFIG]` (hub id or a folder written by `save_to_disk`): a Hugging Face dataset,
       graded GSM8K style (the reference after `####`, the model's last number).
+
+    `count_flag` is how the caller's user sets `n` (named when it is not positive).
     """
     if n <= 0:
-        raise ValueError(f"--num-samples must be > 0, got {n}")
+        raise ValueError(f"{count_flag} must be > 0, got {n}")
     if tasks.startswith("hf:"):
         return _hf_problems(tasks[3:], n, question_field, answer_field, split)
     if tasks.startswith("train:"):  # the training stream of the built-in suite (never a held-out problem)
@@ -30,14 +32,25 @@ def load_problems(tasks: str, n: int, question_field: str = "question", answer_f
         path = Path(tasks)
         if not path.is_file():
             raise FileNotFoundError(f"no task file {tasks}: give a .jsonl with question/answer fields")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{tasks} is not UTF-8 text (byte {e.start}): save it as UTF-8") from None
         problems = []
-        for line_no, line in enumerate(path.read_text().splitlines(), 1):
+        # split on "\n" only: splitlines() also breaks at U+2028 etc., and line numbers would drift from editors'
+        for line_no, line in enumerate(text.split("\n"), 1):
             if not line.strip():
                 continue
-            row = json.loads(line)
-            if "question" not in row or "answer" not in row:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:  # e.lineno would count within this one line: name the file's
+                raise ValueError(f"{tasks}:{line_no} is not valid JSON ({e.msg}, column {e.colno}): "
+                                 "write one JSON object per line") from None
+            if not isinstance(row, dict) or "question" not in row or "answer" not in row:
                 raise ValueError(f"{tasks}:{line_no} lacks a 'question' or 'answer' field")
             problems.append(Problem("jsonl", row["question"], str(row["answer"])))
+        if not problems:
+            raise ValueError(f"{tasks} has no problems: add lines like {{\"question\": ..., \"answer\": ...}}")
         return problems[:n]
     return heldout_problems(FAMILIES if tasks == "suite" else _families(tasks), n)
 
@@ -62,5 +75,7 @@ def _hf_problems(name: str, n: int, question_field: str, answer_field: str, spli
     if missing:
         raise ValueError(f"dataset {name} has no column {missing[0]!r} (columns: {', '.join(ds.column_names)}): "
                          "set --question-field / --answer-field")
+    if len(ds) == 0:
+        raise ValueError(f"dataset {name} (split {split!r}) is empty: choose another --split or dataset")
     rows = ds.select(range(min(n, len(ds))))
     return [Problem("numeric", str(r[question_field]), str(r[answer_field])) for r in rows]

@@ -25,6 +25,8 @@ import torch
 from tqdm.auto import tqdm
 
 from learn2pd import __version__
+from learn2pd.atomic import check_output
+from learn2pd.configfile import OVERWRITE_FLAG
 from learn2pd.decoding.batching import decode_batch, encode_prompts, length_batches
 from learn2pd.decoding.config import DecodeConfig
 from learn2pd.filters.features import logit_features
@@ -55,6 +57,7 @@ class CollectConfig:
     question_field: str = "question"
     answer_field: str = "answer"
     split: str = "train"
+    overwrite: bool = False  # needed to write into checkpoints/ (the shipped models and filters)
 
     def decode_config(self) -> DecodeConfig:
         return DecodeConfig(gen_length=self.gen_length, block_length=self.block_length, steps=self.steps,
@@ -147,7 +150,8 @@ def _prepare(cfg: CollectConfig):
     from learn2pd.models.loading import load_model
     from learn2pd.tasks.loaders import load_problems
 
-    problems = load_problems(cfg.tasks, cfg.num_prompts, cfg.question_field, cfg.answer_field, cfg.split)
+    problems = load_problems(cfg.tasks, cfg.num_prompts, cfg.question_field, cfg.answer_field, cfg.split,
+                             count_flag="--num-prompts")
     model, tok, spec = load_model(cfg.model, cfg.dtype, cfg.device)
     return problems, model, tok, spec
 
@@ -205,9 +209,8 @@ def _fabric_worker(fabric, cfg: CollectConfig, progress: bool) -> None:
 def collect_traces(cfg: CollectConfig, progress: bool = True) -> Path:
     """Collect traces into `cfg.out` (resumable); returns the merged dataset folder `cfg.out/traces`."""
     cfg.validate()
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    prepared = _prepare(cfg)  # fail early on a bad model, task file or column
+    out = check_output(cfg.out, "out", folder=True, overwrite=cfg.overwrite, overwrite_flag=OVERWRITE_FLAG)
+    prepared = _prepare(cfg)  # fail early on a bad model, task file or column, before `out` is created
     problems, model, tok, spec = prepared
     dcfg = cfg.decode_config()
     identity = _run_identity(cfg, model, dcfg)

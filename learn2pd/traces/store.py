@@ -84,11 +84,11 @@ def merge(out: Path, metadata: dict) -> Path:
 
 def load_traces(path: str | Path) -> datasets.DatasetDict:
     """Load a traces dataset (a collection folder or its `traces/` folder), checking the schema."""
-    path = Path(path)
+    given = path = Path(path)
     if (path / "traces").is_dir():
         path = path / "traces"
-    if not path.is_dir():
-        raise FileNotFoundError(f"no traces at {path}: run `collect-traces` first")
+    if not any((path / f).is_file() for f in ("dataset_dict.json", "state.json")):  # empty, or killed before merge
+        raise FileNotFoundError(f"no merged traces at {given}: run or finish `collect-traces --out {given}`")
     ds = datasets.load_from_disk(str(path))
     if not isinstance(ds, datasets.DatasetDict):
         raise ValueError(f"{path} is a single dataset, not a learn2pd traces DatasetDict")
