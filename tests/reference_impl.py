@@ -488,6 +488,11 @@ def dream_padding(attention_mask: torch.Tensor):
     return tok_idx, torch.logical_and(am[:, None, None, :], am[:, None, :, None])
 
 
+def _dream_proj(W, name, h, heads, hd):
+    B, T, _ = h.shape
+    return (h @ W[name + ".weight"].T + W[name + ".bias"]).view(B, T, heads, hd).transpose(1, 2)
+
+
 def ref_dream_forward(state_dict: dict, config, input_ids, attention_mask=None, position_ids=None):
     """Logits [B, T, V] as the published DreamModel computes them (no shift inside the model):
     RMSNorm in float32 with the weight after the cast back; RoPE tables float32 cast to the dtype and
@@ -508,11 +513,8 @@ def ref_dream_forward(state_dict: dict, config, input_ids, attention_mask=None, 
     for i in range(c.num_hidden_layers):
         p = f"model.layers.{i}."
         h = ref_rms_norm(x, W[p + "input_layernorm.weight"], c.rms_norm_eps)
-        def proj(name, heads):
-            out = h @ W[f"{p}self_attn.{name}.weight"].T + W[f"{p}self_attn.{name}.bias"]
-            return out.view(B, T, heads, hd).transpose(1, 2)
-
-        q, k, v = proj("q_proj", nh), proj("k_proj", nkv), proj("v_proj", nkv)
+        q, k, v = (_dream_proj(W, p + name, h, heads, hd)
+                   for name, heads in (("self_attn.q_proj", nh), ("self_attn.k_proj", nkv), ("self_attn.v_proj", nkv)))
         q = q * cos + ref_rotate_half(q) * sin
         k = k * cos + ref_rotate_half(k) * sin
         k = k[:, :, None].expand(B, nkv, nh // nkv, T, hd).reshape(B, nh, T, hd)
