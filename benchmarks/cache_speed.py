@@ -93,7 +93,7 @@ def main():
           f"median of {args.repeats} interleaved runs")
     rows = {}
     for plan in plans:
-        for rep in range(args.repeats):
+        for _ in range(args.repeats):
             for cache in CACHES:
                 cfg = DecodeConfig(gen_length=args.gen_length, block_length=args.block_length, cache=cache)
                 CALLS.clear()

@@ -26,7 +26,8 @@ def _decode_args(p: argparse.ArgumentParser) -> None:
                    help="Fast-dLLM KV cache: reuse keys/values from each block's first forward (default none)")
     p.add_argument("--dtype", default="auto", help="auto (bf16 where the hardware has it), float32, bfloat16, float16")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    p.add_argument("--trust-remote-code", action="store_true", help="needed for Dream checkpoints")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="run a tokenizer's own code from its folder (the hub's Dream tokenizer needs it)")
     p.add_argument("--batch-size", type=int, default=64, help="prompts decoded together (default 64)")
 
 

@@ -85,7 +85,8 @@ def test_live_stability_equals_the_trace_computation(model, filters):
 
 @pytest.mark.parametrize("cache", ["none", "prefix", "dual"])
 def test_batch_rows_equal_single_rows(model, filters, cache):
-    plan = f"learned:path={filters / 'pw'},threshold=0.6+localleap+eotp"
+    # the pw filter doubles as End-of-Text predictor (the shipped one is for blocks of 32)
+    plan = f"learned:path={filters / 'pw'},threshold=0.6,eot={filters / 'pw'}+localleap+eotp"
     torch.manual_seed(1)
     ids = torch.randint(2, 20, (3, 6))
     cfg = DecodeConfig(gen_length=32, block_length=8, cache=cache)
@@ -125,7 +126,7 @@ def test_confidence_floor_vetoes_the_filters_accepts(model, filters):
     assert floored.nfe.sum() > _run(model, f"learned:path={filters / 'l2pd'},threshold=0.0").nfe.sum()
 
 
-@pytest.mark.parametrize("spec", ["learned:path={pw},threshold=0.7", "learned:path={pw},floor=0.5+localleap+eotp",
+@pytest.mark.parametrize("spec", ["learned:path={pw},threshold=0.7", "learned:path={pw},floor=0.5,eot={pw}+localleap+eotp",
                                   "learned:path={l2pd},eot={pw},eot_threshold=0.3+threshold:tau=0.8+eotp"])
 def test_learned_plans_describe_round_trips(model, filters, spec):
     plan = make_plan(spec.format(pw=filters / "pw", l2pd=filters / "l2pd"))

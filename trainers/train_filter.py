@@ -160,8 +160,11 @@ def _loggers(cfg: TrainFilterConfig):
         mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
         os.environ["WANDB_MODE"] = mode
         name = f"{cfg.target}-{Path(cfg.out).name}"
-        loggers.append(L.pytorch.loggers.WandbLogger(project=cfg.wandb_project, save_dir=cfg.log_dir, name=name,
-                                                     offline=mode == "offline"))
+        Path(cfg.log_dir).mkdir(parents=True, exist_ok=True)  # W&B looks for the git root from it: else a warning
+        wb = L.pytorch.loggers.WandbLogger(project=cfg.wandb_project, save_dir=cfg.log_dir, name=name,
+                                           offline=mode == "offline")
+        wb._wandb_init.pop("anonymous", None)  # Lightning passes anonymous=None, which W&B warns is deprecated
+        loggers.append(wb)
     return loggers
 
 

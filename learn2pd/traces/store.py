@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import datasets
@@ -73,8 +74,10 @@ def merge(out: Path, metadata: dict) -> Path:
     steps = datasets.concatenate_datasets([s["steps"] for s in shards])
     sequences = datasets.concatenate_datasets([s["sequences"] for s in shards])
     # One step row per (prompt, block, step): this order is unique, whatever the shard layout was.
-    dd = datasets.DatasetDict({"steps": steps.sort(["prompt_id", "block", "step"]),
-                               "sequences": sequences.sort("prompt_id")})
+    with warnings.catch_warnings():  # datasets' sort passes an option pyarrow >= 25 deprecates: not ours to fix
+        warnings.filterwarnings("ignore", "Specifying null_placement", FutureWarning)
+        dd = datasets.DatasetDict({"steps": steps.sort(["prompt_id", "block", "step"]),
+                                   "sequences": sequences.sort("prompt_id")})
     final = out / "traces"
     with atomic_dir(final) as tmp:
         dd.save_to_disk(str(tmp))

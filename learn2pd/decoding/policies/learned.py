@@ -93,6 +93,8 @@ class LearnedPolicy(Policy):
 
     def check(self, cfg, spec) -> None:
         _check(self.filter.config, self.path or "(filter)", spec.family, cfg.block_length)
+        if self.eot is not None:  # the End-of-Text predictor reads the same window: the same rule
+            _check(self.eot.config, self.eot_path or "(End-of-Text predictor)", spec.family, cfg.block_length)
         self.fallback.check(cfg, spec)
         self._end_ids = torch.tensor(spec.end_ids)
 
