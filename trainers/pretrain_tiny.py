@@ -65,7 +65,9 @@ import yaml
 from torch.utils.data import DataLoader, IterableDataset
 
 from learn2pd.atomic import atomic_dir, check_output
+from learn2pd.models.configuration_dream import DreamConfig
 from learn2pd.models.configuration_llada import LLaDAConfig
+from learn2pd.models.modeling_dream import DreamModel
 from learn2pd.models.modeling_llada import LLaDAModelLM
 from learn2pd.models.tokenizer import build_char_tokenizer
 from learn2pd.tasks.prompting import format_prompt, left_pad
@@ -134,7 +136,14 @@ class MaskedDiffusionModule(L.LightningModule):
                  block_fraction: float = 0.0, block_length: int = 32, ordered_fraction: float = 0.0):
         super().__init__()
         self.save_hyperparameters()
-        self.model = LLaDAModelLM(LLaDAConfig(**model_config))
+        self.model = build_model(model_config)
+
+    def predict(self, noisy, attn):
+        """Logits aligned with the tokens: Dream-style models predict position i from i - 1."""
+        logits = self.model(noisy, attention_mask=attn).logits
+        if getattr(getattr(self.model, "config", None), "model_type", "") == "Dream":
+            logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+        return logits
 
     def training_step(self, batch, _):
         ids, attn, prompt_len = batch
@@ -177,7 +186,7 @@ class MaskedDiffusionModule(L.LightningModule):
         generation region masked) stay masked; the most confident ones, a share drawn from `u`, and
         everything from the first EOS on are visible."""
         noisy = torch.where(gen, torch.full_like(ids, self.hparams.mask_id), ids)
-        conf = self.model(noisy, attention_mask=attn).logits.float().softmax(-1).amax(-1)
+        conf = self.predict(noisy, attn).float().softmax(-1).amax(-1)
         span = answer_span(ids, gen, self.hparams.eos_id)
         rank = conf.masked_fill(~span, -1.0).argsort(1, descending=True).argsort(1)  # 0 = most confident
         shown = (u * (span.sum(1) + 1)).long()  # 0 .. answer length tokens committed
@@ -186,7 +195,7 @@ class MaskedDiffusionModule(L.LightningModule):
     def masked_loss(self, ids, attn, gen, masked, t):
         """The loss of one draw: `masked` positions replaced by the mask token, predicted from the rest."""
         noisy = torch.where(masked, torch.full_like(ids, self.hparams.mask_id), ids)
-        logits = self.model(noisy, attention_mask=attn).logits
+        logits = self.predict(noisy, attn)
         ce = F.cross_entropy(logits.float().transpose(1, 2), ids, reduction="none")
         eos = gen & (ids == self.hparams.eos_id)
         padding = eos & (eos.int().cumsum(1) > 1)  # every EOS after the first one
@@ -244,6 +253,40 @@ def block_state_mask(gen, prompt_len: int, block_length: int, noise, u: torch.Te
     return gen & ((current & noise) | (pos >= start[:, None] + block_length))
 
 
+def build_model(model_config: dict):
+    """The tiny model of a config: LLaDA (default) or, with `family: dream`, the Dream architecture of
+    the same sizes (LLaDA's names mapped to Dream's)."""
+    cfg = dict(model_config)
+    if cfg.pop("family", "llada") != "dream":
+        return LLaDAModelLM(LLaDAConfig(**cfg))
+    return DreamModel(DreamConfig(
+        vocab_size=cfg["vocab_size"], hidden_size=cfg["d_model"], intermediate_size=cfg["mlp_hidden_size"],
+        num_hidden_layers=cfg["n_layers"], num_attention_heads=cfg["n_heads"],
+        num_key_value_heads=cfg.get("n_kv_heads") or cfg["n_heads"], max_position_embeddings=cfg["max_sequence_length"],
+        rope_theta=cfg["rope_theta"], initializer_range=cfg["init_std"], mask_token_id=cfg["mask_token_id"],
+        eos_token_id=cfg["eos_token_id"], pad_token_id=cfg["pad_token_id"], bos_token_id=None))
+
+
+# LLaDA parameter names -> Dream's (the same computation but for Dream's q/k/v biases, zero at start).
+LLADA_TO_DREAM = {"attn_norm": "input_layernorm", "ff_norm": "post_attention_layernorm", "q_proj": "self_attn.q_proj",
+                  "k_proj": "self_attn.k_proj", "v_proj": "self_attn.v_proj", "attn_out": "self_attn.o_proj",
+                  "ff_proj": "mlp.gate_proj", "up_proj": "mlp.up_proj", "ff_out": "mlp.down_proj"}
+
+
+def dream_from_llada(dream, llada) -> None:
+    """Copy a LLaDA model's weights into a Dream model of the same sizes (its start for the shift)."""
+    src = llada.state_dict()
+    out = {"model.embed_tokens.weight": src["model.transformer.wte.weight"],
+           "model.norm.weight": src["model.transformer.ln_f.weight"],
+           "lm_head.weight": src["model.transformer.ff_out.weight"]}
+    for key, value in src.items():
+        parts = key.split(".")
+        if parts[2] == "blocks":
+            out[f"model.layers.{parts[3]}.{LLADA_TO_DREAM[parts[4]]}.{parts[5]}"] = value
+    missing = dream.load_state_dict(out, strict=False).missing_keys
+    assert all(k.endswith("bias") for k in missing), missing
+
+
 def export(module: MaskedDiffusionModule, tokenizer, out: Path) -> None:
     """Write model + tokenizer to `out`, replacing it atomically."""
     with atomic_dir(out) as tmp:
@@ -263,7 +306,9 @@ def run_stage(cfg: dict, tok, out: Path, init, stage: int) -> MaskedDiffusionMod
                                    tok.eos_token_id, cfg.get("suffix_fraction", 0.0), cut_after,
                                    cfg.get("block_fraction", 0.0), cfg.get("block_length", 32),
                                    cfg.get("ordered_fraction", 0.0))
-    if init is not None:
+    if init is not None and type(init.model) is not type(module.model):
+        dream_from_llada(module.model, init.model)  # a Dream stage started from LLaDA weights
+    elif init is not None:
         module.model.load_state_dict(init.model.state_dict())
     batches = TaskBatches(tok, cfg["gen_lengths"], cfg["batch_size"], cfg.get("families", FAMILIES),
                           cfg["seed"] + stage, cfg.get("sizes"), cfg.get("cut_fraction", 0.0))
@@ -299,13 +344,16 @@ def main(argv=None):
     # `stages`: a list of overrides of the top-level keys, run in order, each from the previous weights.
     stages = [{**cfg, **st} for st in cfg.get("stages", [{}])]
     module = None
+    args.init_from = args.init_from or cfg.get("init_from")  # a config may start from another checkpoint
     if args.init_from:  # only `.model` of a previous stage is read
-        module = SimpleNamespace(model=LLaDAModelLM.from_pretrained(args.init_from))
+        from learn2pd.models.loading import load_model
+
+        module = SimpleNamespace(model=load_model(args.init_from)[0])
         print(f"initialised from {args.init_from}")
     for i, stage_cfg in enumerate(stages):
         if i >= args.from_stage:
             module = run_stage(stage_cfg, tok, out, module, i)
-            print(f"tiny LLaDA: {module.model.num_parameters_millions():.2f}M parameters")
+            print(f"tiny model: {sum(p.numel() for p in module.model.parameters()) / 1e6:.2f}M parameters")
     module.model.to("cpu").float()
     export(module, tok, out)
     print(f"saved {out}")
