@@ -3,13 +3,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_OUT ?= outputs/demo
 
-.PHONY: install test demo tiny-model lint clean
+.PHONY: install test demo tiny-model tiny-dream lint clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,eval]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -23,6 +23,9 @@ demo: install
 # Rebuilds the shipped checkpoints/tiny-llada: the one target allowed to write there.
 tiny-model: install
 	$(PY) -m learn2pd.trainers.pretrain_tiny --config configs/pretrain/tiny.yaml --overwrite
+
+tiny-dream: install
+	$(PY) -m learn2pd.trainers.pretrain_tiny --config configs/pretrain/tiny-dream.yaml --overwrite
 
 lint: install
 	$(VENV)/bin/ruff check learn2pd trainers tests benchmarks

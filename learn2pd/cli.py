@@ -167,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     _decode_args(e)
     e.set_defaults(func=cmd_evaluate)
 
+    sub.add_parser("lm-eval", help="lm-evaluation-harness with the learn2pd model registered: lm-eval's own "
+                   "flags follow (see README)")
+
     d = sub.add_parser("demo", help="end to end on the embedded tiny dLLM: traces, filter, evaluation")
     d.add_argument("--out", default="outputs/demo", help="folder for traces, filters, logs and results "
                    "(default outputs/demo)")
@@ -180,6 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["lm-eval"]:  # lm-eval's own flags follow: its parser reads them
+        from learn2pd.harness.cli import main as lm_eval_main
+
+        return lm_eval_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

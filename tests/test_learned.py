@@ -126,7 +126,8 @@ def test_confidence_floor_vetoes_the_filters_accepts(model, filters):
     assert floored.nfe.sum() > _run(model, f"learned:path={filters / 'l2pd'},threshold=0.0").nfe.sum()
 
 
-@pytest.mark.parametrize("spec", ["learned:path={pw},threshold=0.7", "learned:path={pw},floor=0.5,eot={pw}+localleap+eotp",
+@pytest.mark.parametrize("spec", ["learned:path={pw},threshold=0.7",
+                                  "learned:path={pw},floor=0.5,eot={pw}+localleap+eotp",
                                   "learned:path={l2pd},eot={pw},eot_threshold=0.3+threshold:tau=0.8+eotp"])
 def test_learned_plans_describe_round_trips(model, filters, spec):
     plan = make_plan(spec.format(pw=filters / "pw", l2pd=filters / "l2pd"))

@@ -11,7 +11,6 @@ from learn2pd.decoding.batching import decode_all, encode_prompts
 from learn2pd.decoding.config import DecodeConfig
 from learn2pd.decoding.plan import DecodingPlan, make_plan
 from learn2pd.evaluation.metrics import aup, percentile
-from learn2pd.tasks.suite import is_correct
 
 
 def run_policy(model, tokenizer, spec, problems, policy_spec, config: DecodeConfig, batch_size: int = 64,
@@ -27,7 +26,7 @@ def run_policy(model, tokenizer, spec, problems, policy_spec, config: DecodeConf
     bar.close()
     records = []
     for i, p in enumerate(problems):
-        records.append({"id": i, "family": p.family, "output": out.texts[i], "correct": is_correct(p, out.texts[i]),
+        records.append({"id": i, "family": p.family, "output": out.texts[i], "correct": p.grade(out.texts[i]),
                         "nfe": int(out.nfe[i]), "positions": int(out.positions[i]),
                         "latency_s": float(out.latency_s[i]), "tokens": out.sequences[i]})
     n = len(problems)

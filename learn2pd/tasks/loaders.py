@@ -16,13 +16,20 @@ def load_problems(tasks: str, n: int, question_field: str = "question", answer_f
     - `suite` (every built-in family) or a comma list of families (`arith,sort`): held-out problems;
     - `train:suite` or `train:arith,sort`: problems of the training stream (for trace collection);
     - a `.jsonl` file with `question` and `answer` fields: exact match after stripping;
-    - `hf:NAME[:CONFIG]` (hub id or a folder written by `save_to_disk`): a Hugging Face dataset,
-      graded GSM8K style (the reference after `####`, the model's last number).
+    - `lm_eval:TASK[:FILTER]`: an lm-evaluation-harness task or group (`lm_eval:learn2pd_suite`, `lm_eval:gsm8k`):
+      its prompts, graded by its own filters and metric (learn2pd.tasks.lm_eval_tasks);
+    - `hf:NAME[:CONFIG]` (hub id or a folder written by `save_to_disk`): a plain Hugging Face dataset, the
+      fallback for data without an lm-eval task: graded GSM8K style (the reference after `####`, the model's
+      last number).
 
     `count_flag` is how the caller's user sets `n` (named when it is not positive).
     """
     if n <= 0:
         raise ValueError(f"{count_flag} must be > 0, got {n}")
+    if tasks.startswith("lm_eval:"):
+        from learn2pd.tasks.lm_eval_tasks import lm_eval_problems
+
+        return lm_eval_problems(tasks[8:], n)
     if tasks.startswith("hf:"):
         return _hf_problems(tasks[3:], n, question_field, answer_field, split)
     if tasks.startswith("train:"):  # the training stream of the built-in suite (never a held-out problem)

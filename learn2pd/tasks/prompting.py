@@ -24,3 +24,20 @@ def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, tor
             ids[i, width - len(seq):] = torch.tensor(seq, dtype=torch.long)
             mask[i, width - len(seq):] = 1
     return ids, mask
+
+
+def encode_context(tokenizer, text: str, add_special_tokens: bool | None = None) -> list[int]:
+    """Ids of a prompt already written out as text (an lm-eval context, plain or chat-rendered).
+
+    A text that starts with the BOS token's text gets no special tokens (the chat template wrote them), else the
+    tokenizer's own (LLaDA's adds BOS, as its lm-eval code encodes contexts). A tokenizer without a chat template
+    that adds no BOS gets one in front: learn2pd's plain format, `format_prompt`'s `<bos> question \\n`.
+    """
+    if add_special_tokens is False:
+        return tokenizer(text, add_special_tokens=False).input_ids
+    bos_text, bos = tokenizer.bos_token, tokenizer.bos_token_id
+    written = bool(bos_text) and text.startswith(bos_text)
+    ids = tokenizer(text, add_special_tokens=not written).input_ids
+    if not written and bos is not None and ids[:1] != [bos] and not getattr(tokenizer, "chat_template", None):
+        ids = [bos, *ids]
+    return ids

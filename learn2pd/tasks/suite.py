@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import cache
 
 FAMILIES = ("arith", "sort", "rev")
@@ -33,11 +34,16 @@ class Problem:
     family: str
     prompt: str  # the question, without chat markup
     answer: str  # the full expected answer text (worked steps included)
+    # output -> correct; a benchmark's own grader (an lm-eval task's filters and metric). None: `is_correct`.
+    grader: Callable[[str], bool] | None = field(default=None, compare=False, repr=False)
 
     @property
     def target(self) -> str:
         """The part of the answer that is checked."""
         return final_answer(self.family, self.answer)
+
+    def grade(self, output: str) -> bool:
+        return bool(self.grader(output)) if self.grader is not None else is_correct(self, output)
 
 
 def final_answer(family: str, text: str) -> str:

@@ -30,7 +30,6 @@ from learn2pd.configfile import OVERWRITE_FLAG
 from learn2pd.decoding.batching import decode_batch, encode_prompts, length_batches
 from learn2pd.decoding.config import DecodeConfig
 from learn2pd.filters.features import logit_features
-from learn2pd.tasks.suite import is_correct
 from learn2pd.traces import store
 
 MODES = ("oracle-replay", "reference")
@@ -186,7 +185,7 @@ def _collect_rank(cfg: CollectConfig, rank: int, world: int, progress: bool, pre
             end = next((j for j, t in enumerate(toks) if t in spec.end_ids), -1)
             for k, v in (("prompt_id", i), ("prompt", problems[i].prompt), ("family", problems[i].family),
                          ("prompt_ids", encoded[i]), ("reference", toks), ("end_position", end),
-                         ("nfe", int(ref.nfe[row])), ("correct", is_correct(problems[i], ref.texts[row]))):
+                         ("nfe", int(ref.nfe[row])), ("correct", problems[i].grade(ref.texts[row]))):
                 seqs[k].append(v)
         store.write_shard(out, rank, recorder.table(), seqs)
         bar.update(len(batch))
