@@ -50,10 +50,10 @@ def record():
         return out
 
     def _cached(self, feed, where):
-        logits, pos = cached(self, feed, where)
+        logits, pos, fed = cached(self, feed, where)
         keys = PROMPT_8B + feed.live.shape[1]
-        CALLS.extend((int(n), keys) for n in (pos >= 0).sum(1).tolist())
-        return logits, pos
+        CALLS.extend((int(n), keys) for n in fed.tolist())
+        return logits, pos, fed
 
     ModelRunner._full, ModelRunner._cached = _full, _cached
 
