@@ -34,7 +34,7 @@ def run_policy(model, tokenizer, spec, problems, policy_spec, config: DecodeConf
     lat = [r["latency_s"] for r in records]
     return {
         "policy": plan.label,
-        "plan": plan.describe(),
+        "plan": plan.describe(),  # after decoding: checks may resolve parts against the model
         "accuracy": 100.0 * sum(r["correct"] for r in records) / n,
         "nfe_mean": nfe_mean,
         "positions_mean": float(out.positions.float().mean()),

@@ -47,6 +47,7 @@ class LearnedPolicy(Policy):
         self.needs_logits = bool(feats & LOGIT_FEATURES)
         self._prev = self._stable = None
         self._eot_prob: torch.Tensor | None = None
+        self._eot_default = False  # loaded because the plan has +eotp and named none: dropped on another family
         self._end_ids = torch.tensor([], dtype=torch.long)
 
     @classmethod
@@ -80,8 +81,10 @@ class LearnedPolicy(Policy):
             if key in params and not isinstance(params[key], (int, float)):
                 raise PolicySpecError(f"bad parameters for 'learned': {key} must be a number, got {params[key]!r}")
         eot_path = params.get("eot") or (DEFAULT_EOT if eotp and DEFAULT_EOT.is_dir() else None)
-        return cls.from_pretrained(params.get("path"), params.get("threshold"), fallback, eot_path=eot_path,
-                                   floor=params.get("floor"), eot_threshold=params.get("eot_threshold"))
+        policy = cls.from_pretrained(params.get("path"), params.get("threshold"), fallback, eot_path=eot_path,
+                                     floor=params.get("floor"), eot_threshold=params.get("eot_threshold"))
+        policy._eot_default = not params.get("eot")
+        return policy
 
     def describe(self) -> str:
         parts = [f"path={self.path}", f"threshold={self.threshold}"]
@@ -93,6 +96,8 @@ class LearnedPolicy(Policy):
 
     def check(self, cfg, spec) -> None:
         _check(self.filter.config, self.path or "(filter)", spec.family, cfg.block_length)
+        if self.eot is not None and self._eot_default and not _same_family(self.eot.config, spec.family):
+            self.eot = self.eot_path = None  # the shipped predictor is for the tiny LLaDA: cut on confidence
         if self.eot is not None:  # the End-of-Text predictor reads the same window: the same rule
             _check(self.eot.config, self.eot_path or "(End-of-Text predictor)", spec.family, cfg.block_length)
         self.fallback.check(cfg, spec)
@@ -155,6 +160,10 @@ class LearnedPolicy(Policy):
             return fallback
         sure = is_end & (self._eot_prob > self.eot_threshold)
         return torch.where(sure.any(-1), sure.int().argmax(-1), fallback)
+
+
+def _same_family(config, model_type) -> bool:
+    return not config.model_type or config.model_type.lower() == model_type.lower()
 
 
 def _check(config, path, model_type, block_length) -> None:
