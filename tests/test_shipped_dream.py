@@ -52,3 +52,23 @@ def test_filters_are_refused_across_families(dream, tiny):
     # and the Dream filter runs on its own family
     out = decode(model, spec, ids, ids.new_ones(ids.shape), f"learned:path={dream_filter}+eotp", CFG)
     assert int(out.nfe[0]) < 8
+
+
+def test_shipped_dream_is_the_published_architecture(dream):
+    """Its safetensors hold exactly the published Dream parameter names, and the re-implementation of the
+    published modeling gives the same logits from them (left padding included)."""
+    import torch
+    from reference_impl import dream_param_names, ref_dream_forward
+    from safetensors.torch import load_file
+
+    model, tok, _ = dream
+    weights = load_file(str(DREAM / "model.safetensors"))
+    assert sorted(weights) == sorted(dream_param_names(model.config.num_hidden_layers))
+    ids = torch.tensor([tok("sort 4 1 3\n").input_ids, tok("rev abcdef\n").input_ids[:9] + [0, 0]])
+    mask = torch.ones_like(ids)
+    mask[1, :2] = 0
+    ids[1] = torch.roll(ids[1], 2)  # left-pad the second row
+    with torch.no_grad():
+        ours = model.float()(ids, attention_mask=mask).logits
+    ref = ref_dream_forward(weights, model.config, ids, mask)
+    torch.testing.assert_close(ours[mask.bool()], ref[mask.bool()], atol=1e-4, rtol=1e-4)
