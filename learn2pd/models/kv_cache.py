@@ -77,3 +77,17 @@ class KVCache:
             self.keys[layer].index_copy_(0, idx, K)
             self.values[layer].index_copy_(0, idx, V)
         return K, V
+
+
+def through_cache(cache, k: torch.Tensor, v: torch.Tensor):
+    """A layer's keys/values [R, H, T, D] through the cache protocol the models share: `cache` is None or
+    (KVCache, layer, rows, write positions or None, keys). A full forward stores them; a fed forward writes
+    them at their positions and returns the rows' first `keys` cached keys and values."""
+    if cache is None:
+        return k, v
+    kv, layer, rows, write, n_keys = cache
+    if write is None:
+        kv.store(layer, rows, k, v)
+        return k, v
+    k, v = kv.update(layer, rows, write, k, v)
+    return k[:, :, :n_keys], v[:, :, :n_keys]

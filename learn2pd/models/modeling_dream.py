@@ -22,7 +22,8 @@ from transformers import PreTrainedModel
 from transformers.modeling_outputs import MaskedLMOutput
 
 from learn2pd.models.configuration_dream import DreamConfig
-from learn2pd.models.modeling_llada import RMSNorm
+from learn2pd.models.kv_cache import through_cache
+from learn2pd.models.modeling_llada import RMSNorm, init_weights
 
 
 def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -68,13 +69,7 @@ class DreamAttention(nn.Module):
         v = self.v_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
         cos, sin = tables
         q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
-        if cache is not None:  # the same cache protocol as the LLaDA model (learn2pd.models.kv_cache)
-            kv, layer, rows, write, n_keys = cache
-            if write is None:
-                kv.store(layer, rows, k, v)
-            else:
-                k, v = kv.update(layer, rows, write, k, v)
-                k, v = k[:, :, :n_keys], v[:, :, :n_keys]
+        k, v = through_cache(cache, k, v)
         if self.n_kv != self.n_heads:
             rep = self.n_heads // self.n_kv
             k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
@@ -123,15 +118,7 @@ class DreamPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
 
     def _init_weights(self, module):
-        std = self.config.initializer_range
-        if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, std=std)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, std=std)
-        elif isinstance(module, RMSNorm):
-            nn.init.ones_(module.weight)
+        init_weights(module, self.config.initializer_range)
 
 
 class DreamModel(DreamPreTrainedModel):

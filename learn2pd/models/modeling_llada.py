@@ -14,6 +14,7 @@ from transformers import PreTrainedModel
 from transformers.modeling_outputs import MaskedLMOutput
 
 from learn2pd.models.configuration_llada import LLaDAConfig
+from learn2pd.models.kv_cache import through_cache
 
 
 class RMSNorm(nn.Module):
@@ -97,13 +98,7 @@ class LLaDABlock(nn.Module):
         k = self.k_proj(h).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(h).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q, k = RotaryEmbedding.apply(q, k, rope_tables)
-        if cache is not None:
-            kv, layer, rows, write, n_keys = cache
-            if write is None:
-                kv.store(layer, rows, k, v)
-            else:
-                k, v = kv.update(layer, rows, write, k, v)
-                k, v = k[:, :, :n_keys], v[:, :, :n_keys]
+        k, v = through_cache(cache, k, v)
         if self.n_kv_heads != self.n_heads:
             rep = self.n_heads // self.n_kv_heads
             k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
@@ -152,6 +147,18 @@ class LLaDAModel(nn.Module):
         return self.transformer.ff_out(x)
 
 
+def init_weights(module: nn.Module, std: float) -> None:
+    """Normal(0, std) for linear and embedding weights, zero biases, unit norms (both families)."""
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, std=std)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, std=std)
+    elif isinstance(module, RMSNorm):
+        nn.init.ones_(module.weight)
+
+
 class LLaDAPreTrainedModel(PreTrainedModel):
     config_class = LLaDAConfig
     base_model_prefix = "model"
@@ -159,15 +166,7 @@ class LLaDAPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
 
     def _init_weights(self, module):
-        std = self.config.init_std
-        if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, std=std)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, std=std)
-        elif isinstance(module, RMSNorm):
-            nn.init.ones_(module.weight)
+        init_weights(module, self.config.init_std)
 
 
 class LLaDAModelLM(LLaDAPreTrainedModel):
