@@ -57,9 +57,8 @@ def decode(
                           f"{spec.context_length} tokens: shorten the prompt or lower --gen-length")
     if policy.needs_reference and reference is None:
         raise DecodeError(f"policy {policy.name!r} needs reference tokens (run vanilla first)")
-    if cfg.cache != "none":
-        if not getattr(model, "supports_kv_cache", False):
-            raise DecodeError(f"{type(model).__name__} has no KV-cache support in learn2pd: use --cache none")
+    if cfg.cache != "none" and not getattr(model, "supports_kv_cache", False):  # a model class's own flag
+        raise DecodeError(f"{type(model).__name__} has no KV-cache support in learn2pd: use --cache none")
     policy.check(cfg, spec)
     policy.reset(B, G, device)
     scheduler.bind(cfg, spec)
