@@ -14,7 +14,6 @@ by a 600-token (5-shot) one; and, per step, what each cache computes at gen 256 
 from __future__ import annotations
 
 import argparse
-import itertools
 import statistics
 
 import torch
@@ -24,7 +23,8 @@ from learn2pd.decoding.plan import make_plan
 from learn2pd.decoding.runner import ModelRunner
 from learn2pd.evaluation.runner import run_policy
 from learn2pd.models.loading import load_model
-from learn2pd.tasks.suite import Problem, heldout_problems, train_problems
+from learn2pd.tasks.fewshot import with_fewshot
+from learn2pd.tasks.suite import heldout_problems
 
 CACHES = ("none", "prefix", "dual")
 L8B = dict(layers=32, d=4096, mlp=12288, vocab=126464)
@@ -58,17 +58,6 @@ def record():
     ModelRunner._full, ModelRunner._cached = _full, _cached
 
 
-def with_shots(problems: list[Problem], k: int) -> list[Problem]:
-    if k == 0:
-        return problems
-    pool = list(itertools.islice(train_problems(), 50 * k))
-    out = []
-    for i, p in enumerate(problems):
-        shots = [s for s in pool[i % 50:] if s.family == p.family][:k]
-        out.append(Problem(p.family, "".join(f"{s.prompt}\n{s.answer}\n" for s in shots) + p.prompt, p.answer))
-    return out
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--num-samples", type=int, default=64)
@@ -82,7 +71,7 @@ def main():
                     help="plans separated by ';'")
     args = ap.parse_args()
     model, tok, spec = load_model(dtype=args.dtype)
-    problems = with_shots(heldout_problems(n=args.num_samples), args.shots)
+    problems = with_fewshot(heldout_problems(n=args.num_samples), args.shots)
     plans = [make_plan(p) for p in args.plans.split(";")]
     for cache in CACHES:  # warm-up: the first decode of a process pays one-off costs
         run_policy(model, tok, spec, problems[:2], plans[0], DecodeConfig(gen_length=args.gen_length,

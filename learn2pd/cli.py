@@ -96,6 +96,7 @@ def cmd_evaluate(args) -> int:
     from learn2pd.evaluation.report import markdown_table, plot_pareto, write_atomic, write_json
     from learn2pd.evaluation.runner import evaluate
     from learn2pd.models.loading import load_model
+    from learn2pd.tasks.fewshot import with_fewshot
     from learn2pd.tasks.loaders import load_problems
 
     cfg = _config(args)
@@ -106,10 +107,12 @@ def cmd_evaluate(args) -> int:
     policies = split_policies(args.policies)
     plans = [make_plan(p) for p in policies]  # built once, before loading anything: a typo fails fast
     problems = load_problems(args.tasks, args.num_samples, args.question_field, args.answer_field, args.split)
+    problems = with_fewshot(problems, args.num_fewshot, args.seed)
     model, tok, spec = load_model(args.model, args.dtype, args.device, args.trust_remote_code)
     report = evaluate(model, tok, spec, problems, plans, cfg, args.batch_size, progress=not args.quiet)
     report["config"] = {"model": str(args.model or "checkpoints/tiny-llada"), "tasks": args.tasks,
-                        "num_samples": len(problems), "policies": policies, "batch_size": args.batch_size,
+                        "num_samples": len(problems), "num_fewshot": args.num_fewshot, "policies": policies,
+                        "batch_size": args.batch_size,
                         "learn2pd_version": __version__, **vars(cfg)}
     table = markdown_table(report["results"])
     print(table)
@@ -157,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="compare policies on held-out problems")
     e.add_argument("--tasks", default="suite", help="suite, families (arith,sort), a .jsonl file, or hf:NAME[:CONFIG]")
     e.add_argument("--num-samples", type=int, default=100, help="problems to evaluate (default 100)")
+    e.add_argument("--num-fewshot", type=int, default=0,
+                   help="solved training problems of the same family before each built-in question (default 0)")
     e.add_argument("--question-field", default="question", help="HF dataset column with the question")
     e.add_argument("--answer-field", default="answer", help="HF dataset column with the answer")
     e.add_argument("--split", default="test", help="HF dataset split")

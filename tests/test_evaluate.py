@@ -44,6 +44,9 @@ def test_evaluate_with_a_cache_records_it_and_feeds_fewer_positions(random_ckpt,
     none, dual = runs["none"]["results"][0], runs["dual"]["results"][0]
     assert dual["nfe_mean"] == none["nfe_mean"] == 32 and dual["positions_mean"] < none["positions_mean"] / 2
     assert len(dual["records"]) == 4 and {"output", "correct", "nfe", "positions"} <= set(dual["records"][0])
+    # answer_tokens: the tokens before the first end token; the character tokenizer maps one char per token
+    for rec in dual["records"]:
+        assert rec["answer_tokens"] == len(rec["output"]) and 0 <= rec["answer_tokens"] <= 32
 
 
 def test_generate_prints_text_and_nfe(random_ckpt, capsys):

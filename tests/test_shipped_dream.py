@@ -45,7 +45,8 @@ def test_filters_are_refused_across_families(dream, tiny):
     llada, ltok, lspec = tiny
     ids = ltok(["sort 3 1\n"], return_tensors="pt").input_ids
     with pytest.raises(ValueError, match="trained on a 'llada' model, not 'dream'"):
-        decode(model, spec, ids, ids.new_ones(ids.shape), f"learned:path={ROOT / 'checkpoints' / 'tiny-llada-filter'}", CFG)
+        llada_filter = ROOT / "checkpoints" / "tiny-llada-filter"
+        decode(model, spec, ids, ids.new_ones(ids.shape), f"learned:path={llada_filter}", CFG)
     dream_filter = ROOT / "checkpoints" / "tiny-dream-filter"
     with pytest.raises(ValueError, match="trained on a 'Dream' model, not 'llada'"):
         decode(llada, lspec, ids, ids.new_ones(ids.shape), f"learned:path={dream_filter}", CFG)

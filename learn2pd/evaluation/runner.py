@@ -28,6 +28,7 @@ def run_policy(model, tokenizer, spec, problems, policy_spec, config: DecodeConf
     for i, p in enumerate(problems):
         records.append({"id": i, "family": p.family, "output": out.texts[i], "correct": p.grade(out.texts[i]),
                         "nfe": int(out.nfe[i]), "positions": int(out.positions[i]),
+                        "answer_tokens": answer_tokens(out.sequences[i], spec.end_ids),
                         "latency_s": float(out.latency_s[i]), "tokens": out.sequences[i]})
     n = len(problems)
     nfe_mean = float(out.nfe.float().mean())
@@ -47,6 +48,12 @@ def run_policy(model, tokenizer, spec, problems, policy_spec, config: DecodeConf
         "per_family": _per_family(records),
         "records": records,
     }
+
+
+def answer_tokens(ids: torch.Tensor, end_ids) -> int:
+    """Tokens of a generated row before its first end token (the whole row when it has none)."""
+    ends = torch.isin(ids, torch.tensor(list(end_ids), device=ids.device)).nonzero()
+    return int(ends[0, 0]) if len(ends) else int(ids.shape[0])
 
 
 def _per_family(records) -> dict:

@@ -48,6 +48,7 @@ class CollectConfig:
     block_length: int = 32
     steps: int | None = None
     cache: str = "none"  # KV cache of the decodes: none, prefix or dual
+    num_fewshot: int = 0  # solved training problems of the same family before each question
     batch_size: int = 64
     devices: int = 1
     dtype: str = "float32"
@@ -139,7 +140,7 @@ def _run_identity(cfg: CollectConfig, model, dcfg: DecodeConfig) -> dict:
     num_prompts: prompt streams and batches are prefix-stable, so a rerun with more prompts extends."""
     return {"model": str(cfg.model or "checkpoints/tiny-llada"), "model_config_hash": _config_hash(model),
             "weights": weights_hash(model), "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
-            "tasks": cfg.tasks, "question_field": cfg.question_field,
+            "tasks": cfg.tasks, "num_fewshot": cfg.num_fewshot, "question_field": cfg.question_field,
             "answer_field": cfg.answer_field, "split": cfg.split, "mode": cfg.mode,
             "reference_plan": cfg.reference_plan, "decoding": dataclasses.asdict(dcfg),
             "batch_size": cfg.batch_size, "devices": cfg.devices}
@@ -147,10 +148,12 @@ def _run_identity(cfg: CollectConfig, model, dcfg: DecodeConfig) -> dict:
 
 def _prepare(cfg: CollectConfig):
     from learn2pd.models.loading import load_model
+    from learn2pd.tasks.fewshot import with_fewshot
     from learn2pd.tasks.loaders import load_problems
 
     problems = load_problems(cfg.tasks, cfg.num_prompts, cfg.question_field, cfg.answer_field, cfg.split,
                              count_flag="--num-prompts")
+    problems = with_fewshot(problems, cfg.num_fewshot, cfg.seed)
     model, tok, spec = load_model(cfg.model, cfg.dtype, cfg.device)
     return problems, model, tok, spec
 
