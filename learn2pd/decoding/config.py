@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+CACHES = ("none", "prefix", "dual")  # Fast-dLLM's KV caches (learn2pd.decoding.runner)
+
 
 class DecodeError(ValueError):
     """A decoding setting or input a user can fix (the message says how)."""
@@ -37,7 +39,7 @@ class DecodeConfig:
             raise DecodeError(f"remasking must be 'low_confidence' or 'random', got {self.remasking!r}")
         if self.temperature < 0:
             raise DecodeError(f"temperature must be >= 0, got {self.temperature}")
-        if self.cache not in ("none", "prefix", "dual"):
+        if self.cache not in CACHES:
             raise DecodeError(f"cache must be none, prefix or dual, got {self.cache!r}")
         if self.cache != "none" and self.cfg_scale > 0:
             raise DecodeError("classifier-free guidance does not run with a KV cache: use --cache none or "

@@ -23,8 +23,6 @@ import torch
 from learn2pd.decoding.state import FedLogits
 from learn2pd.models.spec import ModelSpec
 
-CACHES = ("none", "prefix", "dual")
-
 
 @dataclass
 class Feed:

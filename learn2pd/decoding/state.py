@@ -38,10 +38,6 @@ class FedLogits:
             cols = self.columns(width).gather(1, idx).clamp(min=0)
         return self.values.gather(1, cols[..., None].expand(-1, -1, self.values.shape[-1]))
 
-    def dense(self) -> torch.Tensor:
-        """[R, W, V] when every position was computed (a block's first, full forward)."""
-        return self.values
-
 
 @dataclass
 class StepState:
@@ -114,12 +110,13 @@ class BlockWindow:
             return t.gather(1, self.idx[..., None].expand(-1, -1, t.shape[-1]))
         return t.gather(1, self.idx)
 
-    def scatter(self, values: torch.Tensor, width: int) -> torch.Tensor:
-        """Window values [B, length] back to row positions [B, width]. Into a buffer `length` wider and
-        unclamped: a short last block's padding would otherwise land on (and race with) its last position."""
+    def scatter(self, values: torch.Tensor, width: int, fill: float = 0) -> torch.Tensor:
+        """Window values [B, length] back to row positions [B, width], `fill` elsewhere. Into a buffer
+        `length` wider and unclamped: a short last block's padding would otherwise land on (and race with)
+        its last position."""
         length = values.shape[1]
         cols = self.start[:, None] + torch.arange(length, device=values.device)
-        buf = torch.zeros(values.shape[0], width + length, dtype=values.dtype, device=values.device)
+        buf = torch.full((values.shape[0], width + length), fill, dtype=values.dtype, device=values.device)
         return buf.scatter(1, cols, values)[:, :width]
 
 

@@ -22,6 +22,8 @@ class KVCache:
         self.keys: list[torch.Tensor | None] = [None] * n_layers
         self.values: list[torch.Tensor | None] = [None] * n_layers
         self.slots = torch.arange(batch)  # batch row held in each cache row
+        self._rows: torch.Tensor | None = None  # the rows of the forward in progress and their index
+        self._index: torch.Tensor | None = None
 
     @property
     def scratch(self) -> int:
@@ -37,14 +39,16 @@ class KVCache:
             if k is not None:
                 idx = index.to(k.device)
                 self.keys[layer], self.values[layer] = k.index_select(0, idx), v.index_select(0, idx)
-        self.slots = rows
+        self.slots, self._rows = rows, None
 
     def index(self, rows: torch.Tensor) -> torch.Tensor | None:
-        """Cache rows of these batch rows (None: all of them, in order: no copy needed)."""
-        rows = rows.cpu()
-        if torch.equal(rows, self.slots):
-            return None
-        return torch.searchsorted(self.slots, rows)
+        """Cache rows of these batch rows (None: all of them, in order: no copy needed). Every layer of a
+        forward passes the same `rows` tensor: the lookup (a device sync) runs once per forward."""
+        if rows is not self._rows:
+            cpu = rows.cpu()
+            self._rows = rows
+            self._index = None if torch.equal(cpu, self.slots) else torch.searchsorted(self.slots, cpu)
+        return self._index
 
     def store(self, layer: int, rows: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         """A full forward of these rows: keys/values [R, H, T, D] of positions 0..T-1."""

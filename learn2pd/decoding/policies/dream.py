@@ -98,6 +98,7 @@ class DreamPolicy(Policy):
     @torch.no_grad()
     def select(self, state):
         win = state.block_window(self._block)
+        width, P = state.confidence.shape[1], state.prompt_width
         masked = win.take(state.candidates) & win.valid  # [R, blk]
         logits = state.logits.at(win.idx)[masked]  # [n, V], rows in order, as Dream's logits[mask_index]
         x0 = torch.full(masked.shape, self._mask_id, dtype=torch.long, device=masked.device)
@@ -114,16 +115,16 @@ class DreamPolicy(Policy):
             x0[masked] = tok
             chosen = torch.zeros_like(masked)
             chosen[masked] = reveal
+            picked = win.scatter(chosen, width)
         else:
             conf, tok = self._sample(logits)
             x0[masked] = tok
             # Confidence over the whole input row (prompt columns -inf), as Dream ranks and samples it: the
             # row's length decides top-k's tie order and how many draws multinomial takes.
-            width, P = state.confidence.shape[1], state.prompt_width
             window = torch.full(masked.shape, float("-inf"), dtype=logits.dtype, device=masked.device)
             window[masked] = conf
-            full = torch.full((masked.shape[0], P + width), float("-inf"), dtype=logits.dtype, device=masked.device)
-            full[:, P:] = _to_row(window, win, width, float("-inf"))
+            full = torch.cat([window.new_full((masked.shape[0], P), float("-inf")),
+                              win.scatter(window, width, fill=float("-inf"))], 1)
             n = masked.sum(-1).float()
             k = torch.where(last, n, n * ratio).int()
             picked = torch.zeros(full.shape, dtype=torch.bool, device=masked.device)
@@ -137,20 +138,12 @@ class DreamPolicy(Policy):
                     weights = torch.softmax(full[r] / self.alg_temp, dim=-1)
                     idx = torch.multinomial(weights.float(), kr, generator=self._generator)
                 picked[r, idx] = True
-            self._x0 = win.scatter(x0, width)
-            return picked[:, P:] & state.candidates
-        width = state.confidence.shape[1]
+            picked = picked[:, P:]
         self._x0 = win.scatter(x0, width)
-        return win.scatter(chosen, width) & state.candidates
+        return picked & state.candidates
 
     def commit_tokens(self, state, commit):
         return self._x0
-
-
-def _to_row(values: torch.Tensor, win, width: int, fill: float) -> torch.Tensor:
-    """Window values [R, blk] to row positions [R, width], `fill` outside the window."""
-    inside = win.scatter(torch.ones_like(values, dtype=torch.bool) & win.valid, width)
-    return torch.where(inside, win.scatter(values.masked_fill(~win.valid, 0), width), fill)
 
 
 class OriginPolicy(DreamPolicy):
