@@ -32,6 +32,24 @@ def tiny():
 
 
 @pytest.fixture(scope="session")
+def spread_llada():
+    """A tiny random LLaDA (vocabulary 58, mask 0, EOS 1) with a large init_std, so confidences are spread
+    out and threshold rules make step-dependent decisions; it never predicts the mask token."""
+    from learn2pd.models import LLaDAConfig, LLaDAModelLM
+
+    cfg = LLaDAConfig(d_model=64, n_heads=4, n_kv_heads=2, n_layers=2, mlp_hidden_size=128, vocab_size=58,
+                      embedding_size=58, max_sequence_length=128, rope_theta=10000.0, mask_token_id=0,
+                      eos_token_id=1, pad_token_id=1, eot_token_id=None, init_std=0.5)
+    torch.manual_seed(1234)
+    m = LLaDAModelLM(cfg).eval()
+    with torch.no_grad():
+        # A trained dLLM never predicts [MASK]; zeroing its head row makes its logit 0, far below the
+        # maximum of ~57 logits of std ~4, so no decode (ours or a reference) can stall on it.
+        m.model.transformer.ff_out.weight[0].zero_()
+    return m
+
+
+@pytest.fixture(scope="session")
 def random_ckpt(tmp_path_factory):
     """A tiny random LLaDA with the character tokenizer, saved like a real checkpoint folder."""
     from learn2pd.models import LLaDAConfig, LLaDAModelLM

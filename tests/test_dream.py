@@ -120,18 +120,6 @@ def test_every_plan_runs_on_dream_with_caches(model):
             assert not (batch.sequences == MASK).any()
 
 
-def test_dual_cache_on_dream_feeds_the_shift_position(model):
-    """With a shifted-logit model, a cached step feeds one position before the block, so every block
-    position gets its own prediction: on a block of one step per token, vanilla with the dual cache
-    equals vanilla without cache at the block's first step of each block (the full forward)."""
-    g = torch.Generator().manual_seed(6)
-    ids = torch.randint(2, VOCAB, (1, 5), generator=g)
-    a = _decode(model, ids, torch.ones_like(ids), "vanilla", gen_length=16, block_length=8, cache="dual")
-    b = _decode(model, ids, torch.ones_like(ids), "vanilla", gen_length=16, block_length=8)
-    assert int(a.nfe[0]) == int(b.nfe[0]) == 16
-    assert a.positions[0] < b.positions[0]
-
-
 def test_a_folder_loads_natively(tmp_path, model):
     from learn2pd.models.loading import load_model
     from learn2pd.models.tokenizer import build_char_tokenizer

@@ -8,7 +8,6 @@ from reference_impl import ref_generate_with_cache
 from learn2pd.decoding.config import DecodeConfig, DecodeError
 from learn2pd.decoding.engine import decode
 from learn2pd.decoding.policies import FactorPolicy, ThresholdPolicy, VanillaPolicy
-from learn2pd.models import LLaDAConfig, LLaDAModelLM
 from learn2pd.models.spec import ModelSpec
 
 VOCAB, MASK, EOS, DELIM = 58, 0, 1, 5
@@ -18,15 +17,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def model():
-    cfg = LLaDAConfig(d_model=64, n_heads=4, n_kv_heads=2, n_layers=2, mlp_hidden_size=128, vocab_size=VOCAB,
-                      embedding_size=VOCAB, max_sequence_length=128, rope_theta=10000.0, mask_token_id=MASK,
-                      eos_token_id=EOS, pad_token_id=EOS, eot_token_id=None, init_std=0.5)
-    torch.manual_seed(1234)
-    m = LLaDAModelLM(cfg).eval()
-    with torch.no_grad():
-        m.model.transformer.ff_out.weight[MASK].zero_()  # never predicts [MASK] (as a trained model)
-    return m
+def model(spread_llada):
+    return spread_llada
 
 
 def _prompts(lengths, seed):
@@ -106,6 +98,46 @@ def test_oracle_with_cache_reproduces_its_reference(model):
     ref = decode(model, SPEC, ids, mask, "vanilla+eotp", cfg)
     orc = decode(model, SPEC, ids, mask, "oracle+eotp", cfg, reference=ref.sequences)
     assert torch.equal(orc.sequences, ref.sequences) and (orc.nfe < ref.nfe).all()
+
+
+def _dream():
+    from learn2pd.models.configuration_dream import DreamConfig
+    from learn2pd.models.modeling_dream import DreamModel
+
+    torch.manual_seed(3)
+    cfg = DreamConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, mask_token_id=MASK, pad_token_id=EOS,
+                      eos_token_id=EOS, initializer_range=0.5)
+    return DreamModel(cfg).eval(), ModelSpec("dream", MASK, EOS, EOS, (EOS,), logit_shift=True)
+
+
+@pytest.mark.parametrize("mode", ["prefix", "dual"])
+@pytest.mark.parametrize("family", ["llada", "dream"])
+def test_a_cached_step_right_after_the_refresh_recomputes_the_full_forward(model, mode, family):
+    """Nothing changed since the block's full forward, so the cache holds exact keys and values: a cached
+    step must give the full forward's logits at every fed block position. This checks which positions are
+    fed, their RoPE positions under left padding, and (Dream) that the shift covers the block's first
+    position, for which the cached step feeds the position before the block."""
+    from learn2pd.decoding.runner import Feed, ModelRunner
+
+    net, spec = (model, SPEC) if family == "llada" else _dream()
+    ids, mask = _pad(_prompts([5, 9, 3], 8))
+    B, P, G = ids.shape[0], ids.shape[1], 24
+    g = torch.Generator().manual_seed(2)
+    x = torch.cat([ids, torch.randint(2, VOCAB, (B, G), generator=g)], 1)
+    x[:, P + 8:P + 16] = MASK  # the current block, positions 8..15, masked; the rest decoded
+    attention = torch.cat([mask, torch.ones(B, G, dtype=torch.long)], 1)
+    runner = ModelRunner(net, spec, cache=mode, batch=B, length=P + G)
+    rows, live = torch.arange(B), torch.ones(B, G, dtype=torch.bool)
+    start, end = torch.full((B,), 8), torch.full((B,), 16)
+    feed = lambda first: Feed(rows, x, attention, P, live, start, end, torch.full((B,), first),  # noqa: E731
+                              torch.full((B,), G))
+    full, _ = runner.logits(feed(True))
+    cached, fed = runner.logits(feed(False))
+    block = torch.arange(8, 16).expand(B, 8)
+    torch.testing.assert_close(cached.at(block), full.at(block), atol=1e-4, rtol=1e-4)
+    want = (16 if mode == "dual" else G) - 8 + int(spec.logit_shift)
+    assert fed.tolist() == [want] * B
 
 
 def test_cache_refuses_what_it_cannot_do(model):
