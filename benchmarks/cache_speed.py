@@ -1,6 +1,6 @@
 """KV caches (none, prefix, dual) on the embedded model: accuracy, forwards, positions and wall time.
 
-    python benchmarks/cache_speed.py [--num-samples 64 --gen-length 128 --repeats 3 --shots 0]
+    python benchmarks/cache_speed.py [--tasks long --num-samples 64 --gen-length 256 --repeats 3 --shots 0]
 
 The same held-out problems for every plan and cache; runs interleave (plan by plan, the three caches in
 turn, `--repeats` times) and report the median time, so the ratios come from one run on a shared
@@ -24,7 +24,7 @@ from learn2pd.decoding.runner import ModelRunner
 from learn2pd.evaluation.runner import run_policy
 from learn2pd.models.loading import load_model
 from learn2pd.tasks.fewshot import with_fewshot
-from learn2pd.tasks.suite import heldout_problems
+from learn2pd.tasks.loaders import load_problems
 
 CACHES = ("none", "prefix", "dual")
 L8B = dict(layers=32, d=4096, mlp=12288, vocab=126464)
@@ -61,7 +61,8 @@ def record():
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--num-samples", type=int, default=64)
-    ap.add_argument("--gen-length", type=int, default=128)
+    ap.add_argument("--tasks", default="long", help="suite, short, long or families (held-out problems)")
+    ap.add_argument("--gen-length", type=int, default=256)
     ap.add_argument("--block-length", type=int, default=32)
     ap.add_argument("--shots", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=3)
@@ -71,13 +72,14 @@ def main():
                     help="plans separated by ';'")
     args = ap.parse_args()
     model, tok, spec = load_model(dtype=args.dtype)
-    problems = with_fewshot(heldout_problems(n=args.num_samples), args.shots)
+    problems = with_fewshot(load_problems(args.tasks, args.num_samples), args.shots)
     plans = [make_plan(p) for p in args.plans.split(";")]
     for cache in CACHES:  # warm-up: the first decode of a process pays one-off costs
         run_policy(model, tok, spec, problems[:2], plans[0], DecodeConfig(gen_length=args.gen_length,
                    block_length=args.block_length, cache=cache), args.batch_size, progress=False)
     record()
-    print(f"{len(problems)} held-out problems ({args.shots}-shot), gen {args.gen_length}, block {args.block_length}, "
+    print(f"{len(problems)} held-out problems of {args.tasks} ({args.shots}-shot), gen {args.gen_length}, "
+          f"block {args.block_length}, "
           f"{next(model.parameters()).dtype}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"median of {args.repeats} interleaved runs")
     rows = {}

@@ -1,6 +1,6 @@
-"""Cross-task robustness: a filter trained on traces of two task families, decoding the third.
+"""Cross-task robustness: a filter trained on traces of the other task families, decoding an unseen one.
 
-    python benchmarks/cross_task.py --unseen rev [--num-traces 512] [--num-samples 300] [--kind positionwise]
+    python benchmarks/cross_task.py --unseen table [--num-traces 512] [--num-samples 300] [--kind positionwise]
 
 Collects oracle-replay traces on training problems of the other families only, trains the Learn2PD
 filter and the End-of-Text predictor on them, then evaluates vanilla and the learned plans on held-out
@@ -24,9 +24,10 @@ from learn2pd.trainers.train_filter import TrainFilterConfig, train_filter
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--unseen", default="rev", choices=FAMILIES)
+    ap.add_argument("--unseen", default="table", choices=FAMILIES)
     ap.add_argument("--num-traces", type=int, default=512)
     ap.add_argument("--num-samples", type=int, default=300)
+    ap.add_argument("--gen-length", type=int, default=256)
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--kind", default="learn2pd", choices=["learn2pd", "positionwise"], help="filter to train")
     ap.add_argument("--out", help="keep traces and filters here (default: a temporary folder)")
@@ -36,7 +37,7 @@ def main():
         out = Path(args.out or tmp)
         traces = collect_traces(CollectConfig(out=str(out / "traces"), tasks="train:" + ",".join(seen),
                                               num_prompts=args.num_traces, reference_plan="vanilla+eotp",
-                                              dtype=args.dtype), progress=True)
+                                              gen_length=args.gen_length, dtype=args.dtype), progress=True)
         common = dict(traces=str(traces.parent), log_dir=str(out / "logs"), wandb=False)
         filt = train_filter(TrainFilterConfig(out=str(out / "filter"), filter={"kind": args.kind}, **common), False)
         eot = train_filter(TrainFilterConfig(out=str(out / "eot"), target="eot",
@@ -48,9 +49,9 @@ def main():
         plans = ["vanilla", "vanilla+eotp", f"learned:{f},{e}+eotp", f"learned:{f},{e}+localleap+eotp",
                  f"learned:{f},{e},floor=0.9+eotp", "oracle+eotp"]
         report = evaluate(model, tok, spec, heldout_problems([args.unseen], args.num_samples), plans,
-                          DecodeConfig(gen_length=128, block_length=32))
+                          DecodeConfig(gen_length=args.gen_length, block_length=32))
     print(f"unseen family {args.unseen!r} ({args.kind} filter), {args.num_samples} held-out problems, "
-          "gen 128, block 32")
+          f"gen {args.gen_length}, block 32")
     for r in report["results"]:
         r["policy"] = r["policy"].replace(f"{f},{e}", "cross-task")
     print(markdown_table(report["results"]))

@@ -13,7 +13,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (ValueError, FileNotFoundError, OSErr
 
 def _decode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="model folder or hub id (default: embedded checkpoints/tiny-llada)")
-    p.add_argument("--gen-length", type=int, default=128, help="answer tokens to decode (default 128)")
+    p.add_argument("--gen-length", type=int, default=256, help="answer tokens to decode (default 256)")
     p.add_argument("--block-length", type=int, default=32,
                    help="semi-autoregressive block size; divides --gen-length (default 32)")
     p.add_argument("--steps", type=int, default=None, help="baseline schedule steps (default: gen length)")
@@ -158,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=cmd_generate)
 
     e = sub.add_parser("evaluate", help="compare policies on held-out problems")
-    e.add_argument("--tasks", default="suite", help="suite, families (arith,sort), a .jsonl file, or hf:NAME[:CONFIG]")
+    e.add_argument("--tasks", default="suite", help="suite (all families), short, long, families (arith,chain), "
+                   "a .jsonl file, lm_eval:TASK[:FILTER] or hf:NAME[:CONFIG]")
     e.add_argument("--num-samples", type=int, default=100, help="problems to evaluate (default 100)")
     e.add_argument("--num-fewshot", type=int, default=0,
                    help="solved training problems of the same family before each built-in question (default 0)")

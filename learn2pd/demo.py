@@ -28,7 +28,7 @@ def learned_plans(filter_dir: Path, eot_dir: Path) -> list[str]:
             f"learned:{f},{e}+threshold:tau=0.7+eotp", "oracle+eotp"]
 
 
-def run_demo(out: str = "outputs/demo", num_traces: int = 512, num_samples: int = 200, gen_length: int = 128,
+def run_demo(out: str = "outputs/demo", num_traces: int = 512, num_samples: int = 200, gen_length: int = 256,
              block_length: int = 32, batch_size: int = 64, dtype: str = "auto", progress: bool = True,
              overwrite: bool = False) -> dict:
     from learn2pd.trainers.train_filter import TrainFilterConfig, train_filter

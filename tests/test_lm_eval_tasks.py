@@ -18,7 +18,8 @@ from learn2pd.harness import Learn2PDLM  # noqa: E402
 from learn2pd.tasks.lm_eval_data import data_file, jsonl  # noqa: E402
 from learn2pd.tasks.lm_eval_tasks import LOCAL_TASKS  # noqa: E402
 from learn2pd.tasks.loaders import load_problems  # noqa: E402
-from learn2pd.tasks.suite import FAMILIES, Problem, heldout_problems, is_correct  # noqa: E402
+from learn2pd.tasks.suite import SHORT_FAMILIES as FAMILIES  # noqa: E402
+from learn2pd.tasks.suite import Problem, heldout_problems, is_correct  # noqa: E402
 
 PLAN = "threshold:tau=0.5+eotp"  # a low threshold: some arith answers are wrong, so grading is exercised both ways
 LIMIT = 4  # per family
@@ -49,7 +50,7 @@ def test_lm_eval_grading_is_the_suite_rule():
 @pytest.fixture(scope="module")
 def suite_eval(tiny):
     model, tok, spec = tiny
-    problems = heldout_problems(n=LIMIT * len(FAMILIES))  # families interleaved: the first LIMIT of each
+    problems = heldout_problems(FAMILIES, n=LIMIT * len(FAMILIES))  # families interleaved: the first LIMIT of each
     return evaluate(model, tok, spec, problems, [PLAN], CFG, progress=False)["results"][0]
 
 
@@ -79,7 +80,7 @@ def test_lm_eval_accuracy_equals_learn2pd_evaluate(tiny, suite_eval, one_thread)
 def test_evaluate_takes_an_lm_eval_task(tiny, suite_eval):
     model, tok, spec = tiny
     problems = load_problems("lm_eval:learn2pd_suite", LIMIT * len(FAMILIES))
-    assert [p.prompt for p in problems] == [p.prompt for p in heldout_problems(n=len(problems))]
+    assert [p.prompt for p in problems] == [p.prompt for p in heldout_problems(FAMILIES, n=len(problems))]
     r = evaluate(model, tok, spec, problems, [PLAN], CFG, progress=False)["results"][0]
     assert [(x["output"], x["correct"]) for x in r["records"]] == [(x["output"], x["correct"])
                                                                    for x in suite_eval["records"]]

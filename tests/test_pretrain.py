@@ -34,6 +34,55 @@ def test_family_weights_are_followed():
     assert 160 <= counts["arith"] <= 240 and counts["sort"] > 60 and counts["rev"] > 60
 
 
+def _rows(batch):
+    ids, attn, p = batch
+    return [(TOK.decode(r[:p][a[:p].bool()], skip_special_tokens=True), r[p:]) for r, a in zip(ids, attn)]
+
+
+def test_mixes_keep_long_and_short_answers_in_separate_batches_and_the_region_fits_the_answer():
+    mixes = [{"weight": 0.5, "families": {"chain": 0.5, "table": 0.5}, "gen_lengths": {64: 1.0}},
+             {"weight": 0.5, "families": ["arith", "sort"], "gen_lengths": {40: 1.0}}]
+    batches = iter(TaskBatches(TOK, None, 8, None, seed=0, mixes=mixes))
+    kinds = collections.Counter()
+    for _ in range(10):
+        batch = next(batches)
+        families = {prompt.split()[0] for prompt, _ in _rows(batch)}
+        long = families <= {"chain", "table"}
+        assert long or families <= {"arith", "sort"}
+        kinds[long] += 1
+        gen = batch[0].shape[1] - batch[2]
+        # a 64-token region is raised to fit every long answer and its EOS (a multiple of 32); 40 stays 40
+        assert gen % 32 == 0 and gen > 64 if long else gen == 40
+        for _, answer in _rows(batch):
+            assert (answer == TOK.eos_token_id).any()  # no answer is cut off
+    assert kinds[True] >= 2 and kinds[False] >= 2
+
+
+def test_fewshot_batches_put_solved_problems_of_the_family_before_the_question():
+    import itertools
+
+    from learn2pd.tasks.suite import heldout_problems, train_problems
+
+    fewshot = {"share": 1.0, "max_k": 3, "max_prompt": 600, "batch_size": 5}
+    batches = list(itertools.islice(TaskBatches(TOK, {40: 1.0}, 8, ["chain", "sort"], seed=0, fewshot=fewshot), 4))
+    assert all(b[0].shape[0] == 5 and b[2] <= 600 for b in batches)
+    solved = {f: {f"{s.prompt}\n{s.answer}\n" for s in itertools.islice(train_problems((f,), 7), 100)}
+              for f in ("chain", "sort")}
+    held = {q.prompt for q in heldout_problems(("chain", "sort"), 2000)}
+    per_row = []
+    for prompt, _ in (row for batch in batches for row in _rows(batch)):
+        # `question\nanswer\n` per shot (the text `--num-fewshot` writes), then the question and "\n"
+        question = prompt[:-1].rsplit("\n", 1)[-1]
+        family, rest = question.split()[0], prompt[: -len(question) - 1]
+        per_row.append(0)
+        while rest:
+            shot = next(s for s in solved[family] if rest.startswith(s))  # a solved training problem
+            assert shot.split("\n")[0] not in held
+            rest, per_row[-1] = rest[len(shot):], per_row[-1] + 1
+    # 1-3 shots a row; a chain row's third shot (about 240 tokens each) is dropped to fit 600
+    assert min(per_row) >= 1 and max(per_row) <= 3 and len(set(per_row)) > 1
+
+
 def test_padding_weight_counts_answer_and_first_eos_fully_and_padding_at_its_weight():
     torch.manual_seed(0)
     cfg = dict(MODEL, vocab_size=len(TOK), embedding_size=len(TOK), mask_token_id=0, eos_token_id=1, pad_token_id=1)

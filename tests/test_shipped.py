@@ -10,7 +10,7 @@ import pytest
 
 from learn2pd.decoding.engine import DecodeConfig
 from learn2pd.evaluation.runner import evaluate
-from learn2pd.tasks.suite import heldout_problems
+from learn2pd.tasks.suite import SHORT_FAMILIES, heldout_problems
 
 ROOT = Path(__file__).resolve().parents[1]
 FILTER = ROOT / "checkpoints" / "tiny-llada-filter"
@@ -32,7 +32,8 @@ def shipped_report(tiny):
         pytest.skip("checkpoints/tiny-llada-filter or -eot not built yet")
     model, tok, spec = tiny
     plans = ["vanilla", "vanilla+eotp", "oracle+eotp", "learned+eotp", "learned+localleap+eotp"]
-    report = evaluate(model, tok, spec, heldout_problems(n=48), plans, CFG, batch_size=48, progress=False)
+    problems = heldout_problems(SHORT_FAMILIES, n=48)
+    report = evaluate(model, tok, spec, problems, plans, CFG, batch_size=48, progress=False)
     return {r["policy"]: r for r in report["results"]}
 
 

@@ -2,7 +2,16 @@ import itertools
 
 import pytest
 
-from learn2pd.tasks.suite import FAMILIES, SIZES, Problem, heldout_problems, is_correct, size, train_problems
+from learn2pd.tasks.suite import (
+    FAMILIES,
+    LONG_FAMILIES,
+    SIZES,
+    Problem,
+    heldout_problems,
+    is_correct,
+    size,
+    train_problems,
+)
 
 
 def test_arith_worked_steps_are_consistent():
@@ -18,6 +27,60 @@ def test_arith_worked_steps_are_consistent():
         assert lines[-1] == f"#{value}" and p.target == str(value)
 
 
+def _ops(prompt: str) -> dict[str, str]:
+    """label -> its operation text in a chain or table prompt ("b" -> "-7" or "1-2")."""
+    return {item[0]: item[1:] for item in prompt.split()[1:] if item[0].isalpha()}
+
+
+def test_chain_lines_follow_the_running_value_and_look_operations_up_by_label():
+    for p in heldout_problems(("chain",), 200):
+        ops, lines = _ops(p.prompt), p.answer.split("\n")
+        value = int(p.prompt.split()[1])
+        assert [line[0] for line in lines[:-1]] == list(ops)  # one line per operation, in order
+        for line in lines[:-1]:
+            label, work = line.split(":")
+            lhs, result = work.split("=")
+            assert int(lhs[0]) == value and lhs[1:] == ops[label]  # serial: the previous result comes first
+            value = (value + int(lhs[2])) % 10 if lhs[1] == "+" else (value - int(lhs[2])) % 10
+            assert int(result) == value
+        assert lines[-1] == f"#{value}" and p.target == str(value)
+        assert is_correct(p, "anything\n#" + str(value)) and not is_correct(p, p.answer[:-1] + str((value + 1) % 10))
+
+
+def test_table_lines_copy_each_operation_and_its_result_and_the_whole_answer_is_graded():
+    for p in heldout_problems(("table",), 200):
+        ops, lines = _ops(p.prompt), p.answer.split("\n")
+        assert [line[0] for line in lines] == list(ops)
+        for line in lines:
+            label, work = line.split(":")
+            lhs, result = work.split("=")
+            assert lhs == ops[label]  # both operands come from the prompt: no line needs another
+            a, op, b = int(lhs[0]), lhs[1], int(lhs[2])
+            assert int(result) == ((a + b) % 10 if op == "+" else (a - b) % 10)
+        wrong_line = p.answer[:-1] + str((int(p.answer[-1]) + 1) % 10)
+        assert is_correct(p, p.answer) and not is_correct(p, wrong_line)
+
+
+def test_long_families_span_several_blocks_of_32():
+    problems = heldout_problems(LONG_FAMILIES, 400)
+    lengths = sorted(len(p.answer) for p in problems)  # characters = tokens of the embedded tokenizer
+    assert lengths[len(lengths) // 2] >= 64 and 79 <= lengths[0] and lengths[-1] <= 220
+    assert all(SIZES[p.family][0] <= size(p) <= SIZES[p.family][1] for p in problems)
+    assert {size(p) for p in problems if p.family == "chain"} == set(range(10, 25))
+
+
+def test_groups_name_their_families():
+    from learn2pd.tasks.loaders import load_problems
+
+    assert [p.family for p in load_problems("long", 4)] == ["chain", "table"] * 2
+    assert [p.family for p in load_problems("short", 3)] == ["arith", "sort", "rev"]
+    assert load_problems("suite", 10) == heldout_problems(FAMILIES, 10)
+    assert load_problems("arith,long", 6) == heldout_problems(("arith", "chain", "table"), 6)
+    held = {p.prompt for p in heldout_problems(LONG_FAMILIES, 1000)}
+    train = load_problems("train:long", 200)
+    assert {p.family for p in train} == set(LONG_FAMILIES) and not held & {p.prompt for p in train}
+
+
 def test_sort_and_rev_answers():
     for p in heldout_problems(("sort", "rev"), 100):
         body = p.prompt.split(" ", 1)[1]
@@ -30,7 +93,7 @@ def test_sort_and_rev_answers():
 def test_heldout_is_deterministic_interleaved_and_never_trained_on():
     a, b = heldout_problems(n=30), heldout_problems(n=30)
     assert a == b
-    assert [p.family for p in a[:3]] == list(FAMILIES)
+    assert [p.family for p in a[:5]] == list(FAMILIES)
     held = {p.prompt for p in heldout_problems(n=3000)}
     train = list(itertools.islice(train_problems(), 6000))
     assert not held & {p.prompt for p in train}
@@ -38,7 +101,7 @@ def test_heldout_is_deterministic_interleaved_and_never_trained_on():
 
 
 def test_sizes_filter_streams_without_touching_the_heldout_exclusion():
-    wide = {"arith": (2, 6), "sort": (3, 10), "rev": (3, 12)}
+    wide = {"arith": (2, 6), "sort": (3, 10), "rev": (3, 12), "chain": (8, 24), "table": (8, 24)}
     suite = list(itertools.islice(train_problems(), 600))
     assert all(SIZES[p.family][0] <= size(p) <= SIZES[p.family][1] for p in suite)
     assert {size(p) for p in suite if p.family == "rev"} == set(range(3, 9))

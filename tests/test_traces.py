@@ -11,7 +11,7 @@ from learn2pd.traces.store import read_metadata, shard_dirs
 
 
 def _cfg(random_ckpt, out, **kw):
-    base = dict(out=str(out), model=str(random_ckpt), tasks="train:suite", num_prompts=6, gen_length=32,
+    base = dict(out=str(out), model=str(random_ckpt), tasks="train:short", num_prompts=6, gen_length=32,
                 block_length=16, batch_size=2)
     return CollectConfig(**(base | kw))
 
@@ -161,7 +161,7 @@ def test_cli_config_and_overrides(random_ckpt, tmp_path, capsys):
     from learn2pd.traces.cli import build_config, main
 
     cfg = build_config(["--config", "configs/collect/tiny.yaml", "--num-prompts", "4", "--mode", "reference"])
-    assert cfg.num_prompts == 4 and cfg.mode == "reference" and cfg.gen_length == 128
+    assert cfg.num_prompts == 4 and cfg.mode == "reference" and cfg.gen_length == 256
     bad = tmp_path / "bad.yaml"
     bad.write_text("num_promts: 3\n")
     assert main(["--config", str(bad)]) == 2

@@ -75,46 +75,84 @@ from learn2pd.tasks.suite import FAMILIES, train_problems
 
 
 class TaskBatches(IterableDataset):
-    """Endless batches of (ids, attention_mask, prompt_len) with the answer padded to gen_length."""
+    """Endless batches of (ids, attention_mask, prompt_len) with the answer padded to gen_length.
+
+    `mixes` (optional): a list of {weight, families, gen_lengths}; each batch draws one mix, so short and
+    long answers can live in separate batches (a long answer in a batch makes the whole batch's region
+    long). Without it there is one mix, the given `families` and `gen_lengths`. A batch's region always
+    fits its longest answer and its first EOS (raised to a multiple of 32 when it does not).
+
+    `fewshot` (optional): {share, max_k, max_prompt, batch_size}: that share of batches puts 1..max_k
+    solved training problems of the same family before each question (learn2pd.tasks.fewshot's format),
+    dropping shots while a prompt is longer than max_prompt tokens; such batches hold `batch_size` rows.
+    """
 
     def __init__(self, tokenizer, gen_lengths: dict, batch_size: int, families, seed: int, sizes=None,
-                 cut_fraction: float = 0.0):
+                 cut_fraction: float = 0.0, mixes: list | None = None, fewshot: dict | None = None):
         self.tok, self.batch_size = tokenizer, batch_size
         # {gen_length: weight}: most batches use a short generation region (cheap), the rest the full
         # evaluation length so the model learns to fill long EOS padding.
-        self.lengths, self.weights = list(gen_lengths), list(gen_lengths.values())
         # families: a list (taken in turn) or {family: weight} (drawn at random, e.g. more of the hard one)
-        self.families, self.seed, self.sizes = families, seed, sizes
+        self.mixes = mixes or [{"weight": 1.0, "families": families, "gen_lengths": gen_lengths}]
+        self.seed, self.sizes, self.fewshot = seed, sizes, fewshot
         # Share of rows whose generation region ends 1-4 positions after the answer (the rest is masked
         # out of attention and loss): what the model sees once EoTP drops the cut positions.
         self.cut_fraction = cut_fraction
 
-    def _problems(self, rng: random.Random):
-        if not isinstance(self.families, dict):
-            yield from train_problems(tuple(self.families), self.seed, self.sizes)
+    def _problems(self, families, rng: random.Random):
+        if not isinstance(families, dict):
+            yield from train_problems(tuple(families), self.seed, self.sizes)
             return
-        streams = {f: train_problems((f,), self.seed, self.sizes) for f in self.families}
-        names, weights = list(self.families), list(self.families.values())
+        streams = {f: train_problems((f,), self.seed, self.sizes) for f in families}
+        names, weights = list(families), list(families.values())
         while True:
             yield next(streams[rng.choices(names, weights)[0]])
 
+    def _with_shots(self, problems, k: int, shot_streams) -> list[list[int]]:
+        prompts = []
+        for p in problems:
+            stream = shot_streams.setdefault(p.family, train_problems((p.family,), self.seed + 7, self.sizes))
+            shots = list(itertools.islice(stream, k))
+            while True:
+                text = "".join(f"{s.prompt}\n{s.answer}\n" for s in shots) + p.prompt
+                ids = format_prompt(self.tok, text)
+                if not shots or len(ids) <= self.fewshot["max_prompt"]:
+                    break
+                shots.pop(0)
+            prompts.append(ids)
+        return prompts
+
     def __iter__(self):
         rng = random.Random(self.seed)
-        stream = self._problems(random.Random(self.seed + 1))
+        mix_rng, shot_rng = random.Random(self.seed + 3), random.Random(self.seed + 4)
+        streams = [self._problems(m["families"], random.Random(self.seed + 1 + 10 * i))
+                   for i, m in enumerate(self.mixes)]
+        shot_streams: dict = {}
         cut_rng = random.Random(self.seed + 2)  # its own stream: cut_fraction 0 leaves the batches unchanged
         eos = self.tok.eos_token_id
         while True:
-            gen_length = rng.choices(self.lengths, self.weights)[0]
-            problems = list(itertools.islice(stream, self.batch_size))
-            prompts = [format_prompt(self.tok, p.prompt) for p in problems]
+            weights = [m["weight"] for m in self.mixes]
+            i = mix_rng.choices(range(len(self.mixes)), weights)[0] if len(self.mixes) > 1 else 0
+            lengths = self.mixes[i]["gen_lengths"]
+            gen_length = rng.choices(list(lengths), list(lengths.values()))[0]
+            shots = self.fewshot is not None and shot_rng.random() < self.fewshot["share"]
+            n = self.fewshot.get("batch_size", self.batch_size) if shots else self.batch_size
+            problems = list(itertools.islice(streams[i], n))
+            if shots:
+                prompts = self._with_shots(problems, shot_rng.randint(1, self.fewshot["max_k"]), shot_streams)
+            else:
+                prompts = [format_prompt(self.tok, p.prompt) for p in problems]
             ids, mask = left_pad(prompts, eos)
+            encoded = [self.tok(p.answer, add_special_tokens=False).input_ids for p in problems]
+            need = max(map(len, encoded)) + 1  # the answer and its first EOS
+            if need > gen_length:
+                gen_length = -(-need // 32) * 32
             answers = torch.full((len(problems), gen_length), eos, dtype=torch.long)
             live = torch.ones_like(answers)
-            for i, p in enumerate(problems):
-                a = self.tok(p.answer, add_special_tokens=False).input_ids[:gen_length]
-                answers[i, : len(a)] = torch.tensor(a)
+            for j, a in enumerate(encoded):
+                answers[j, : len(a)] = torch.tensor(a)
                 if self.cut_fraction and cut_rng.random() < self.cut_fraction:
-                    live[i, len(a) + 1 + cut_rng.randint(0, 3):] = 0
+                    live[j, len(a) + 1 + cut_rng.randint(0, 3):] = 0
             yield torch.cat([ids, answers], 1), torch.cat([mask, live], 1), ids.shape[1]
 
 
@@ -310,8 +348,9 @@ def run_stage(cfg: dict, tok, out: Path, init, stage: int) -> MaskedDiffusionMod
         dream_from_llada(module.model, init.model)  # a Dream stage started from LLaDA weights
     elif init is not None:
         module.model.load_state_dict(init.model.state_dict())
-    batches = TaskBatches(tok, cfg["gen_lengths"], cfg["batch_size"], cfg.get("families", FAMILIES),
-                          cfg["seed"] + stage, cfg.get("sizes"), cfg.get("cut_fraction", 0.0))
+    batches = TaskBatches(tok, cfg.get("gen_lengths"), cfg["batch_size"], cfg.get("families", FAMILIES),
+                          cfg["seed"] + stage, cfg.get("sizes"), cfg.get("cut_fraction", 0.0), cfg.get("mixes"),
+                          cfg.get("fewshot"))
     trainer = L.Trainer(max_steps=cfg["max_steps"], accelerator="auto", devices=1, logger=L.pytorch.loggers.CSVLogger(
         cfg.get("log_dir", "runs/pretrain")), enable_checkpointing=False, gradient_clip_val=1.0,
         precision=cfg.get("precision", "32-true"), log_every_n_steps=20,

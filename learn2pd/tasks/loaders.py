@@ -6,15 +6,16 @@ import itertools
 import json
 from pathlib import Path
 
-from learn2pd.tasks.suite import FAMILIES, Problem, heldout_problems, train_problems
+from learn2pd.tasks.suite import GROUPS, Problem, heldout_problems, train_problems
 
 
 def load_problems(tasks: str, n: int, question_field: str = "question", answer_field: str = "answer",
                   split: str = "test", count_flag: str = "--num-samples") -> list[Problem]:
     """Problems by name.
 
-    - `suite` (every built-in family) or a comma list of families (`arith,sort`): held-out problems;
-    - `train:suite` or `train:arith,sort`: problems of the training stream (for trace collection);
+    - `suite` (every built-in family), `short` (arith, sort, rev), `long` (chain, table) or a comma list of
+      families (`arith,chain`): held-out problems, families interleaved;
+    - `train:suite`, `train:long` or `train:arith,sort`: problems of the training stream (for trace collection);
     - a `.jsonl` file with `question` and `answer` fields: exact match after stripping;
     - `lm_eval:TASK[:FILTER]`: an lm-evaluation-harness task or group (`lm_eval:learn2pd_suite`, `lm_eval:gsm8k`):
       its prompts, graded by its own filters and metric (learn2pd.tasks.lm_eval_tasks);
@@ -33,8 +34,7 @@ def load_problems(tasks: str, n: int, question_field: str = "question", answer_f
     if tasks.startswith("hf:"):
         return _hf_problems(tasks[3:], n, question_field, answer_field, split)
     if tasks.startswith("train:"):  # the training stream of the built-in suite (never a held-out problem)
-        fams = tasks[6:]
-        return list(itertools.islice(train_problems(FAMILIES if fams == "suite" else _families(fams)), n))
+        return list(itertools.islice(train_problems(_families(tasks[6:])), n))
     if tasks.endswith(".jsonl"):
         path = Path(tasks)
         if not path.is_file():
@@ -59,11 +59,13 @@ def load_problems(tasks: str, n: int, question_field: str = "question", answer_f
         if not problems:
             raise ValueError(f"{tasks} has no problems: add lines like {{\"question\": ..., \"answer\": ...}}")
         return problems[:n]
-    return heldout_problems(FAMILIES if tasks == "suite" else _families(tasks), n)
+    return heldout_problems(_families(tasks), n)
 
 
 def _families(text: str) -> tuple[str, ...]:
-    return tuple(f.strip() for f in text.split(",") if f.strip())
+    """Family names, a group's name (`suite`, `short`, `long`) standing for its families."""
+    names = (f.strip() for f in text.split(",") if f.strip())
+    return tuple(dict.fromkeys(f for name in names for f in GROUPS.get(name, (name,))))
 
 
 def _hf_problems(name: str, n: int, question_field: str, answer_field: str, split: str) -> list[Problem]:

@@ -1,12 +1,27 @@
 """The built-in synthetic task suite: verifiable problems whose answers have variable length.
 
-Three families, each a pure function of a seeded RNG:
+Five families, each a pure function of a seeded RNG. Three have short answers (3-44 characters, one
+32-token block):
 - `arith`: a chain of single-digit operations mod 10 with worked steps, one per line. Each line needs
   the previous line's result, so committing many lines in parallel is costly (a dLLM guesses). The
   suite keeps chains of 3-6 steps: the embedded model computes about two steps in one forward, so a
   2-step chain costs nothing to commit at once and measures nothing about parallel decoding.
 - `sort`: sort a list of digits.
 - `rev`: reverse a string of letters.
+Two have long answers (79-194 characters: 2-7 blocks of 32, where block schedules, caches, End-of-Text
+Prediction and a filter that must judge later blocks all matter), in one line format so that they differ
+only in what a line depends on:
+- `chain` (serial): a running value under 10-24 labelled operations, one worked line per step
+  (`b:7-7=0`), then `#value`. Each line's first operand is the previous line's result, so a line cannot
+  be known before the one above it: what chain-of-thought answers look like, and where committing many
+  tokens per forward costs accuracy. Graded on the final value, as GSM8K is.
+- `table` (parallel): 10-24 labelled operations whose operands are all given; the answer writes each
+  one out with its result (`b:1-2=9`). Most of a line is copied from the prompt and no line needs
+  another, so one forward can in principle write the whole table. Graded on the whole answer.
+The labels (a, b, c, ...) are what a line looks its operands up by: without them the k-th line must
+count to the k-th operation of the prompt, which a small model does badly beyond a few steps.
+The suite (`suite`) is all five; `short` and `long` select the two groups.
+
 Held-out problems come from a separate seed and are excluded from the training stream.
 
 Sizes: the generators draw from fixed wide ranges (`DRAW`), and the suite keeps the problems within
@@ -23,7 +38,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 
-FAMILIES = ("arith", "sort", "rev")
+SHORT_FAMILIES = ("arith", "sort", "rev")
+LONG_FAMILIES = ("chain", "table")
+FAMILIES = SHORT_FAMILIES + LONG_FAMILIES
+GROUPS = {"suite": FAMILIES, "short": SHORT_FAMILIES, "long": LONG_FAMILIES}
 TRAIN_SEED = 0
 HELDOUT_SEED = 1_000_003
 HELDOUT_POOL = 2000  # per family: the first problems of the held-out stream, never trained on
@@ -53,7 +71,7 @@ def final_answer(family: str, text: str) -> str:
             text = text.rsplit("####", 1)[-1]
         numbers = re.findall(r"-?\d[\d,]*(?:\.\d+)?", text)
         return numbers[-1].replace(",", "").rstrip(".") if numbers else ""
-    if family == "arith":
+    if family in ("arith", "chain"):
         return text.rsplit("#", 1)[-1].strip() if "#" in text else ""
     return text
 
@@ -63,14 +81,19 @@ def is_correct(problem: Problem, output: str) -> bool:
     return got != "" and got == problem.target
 
 
-DRAW = {"arith": (2, 6), "sort": (3, 10), "rev": (3, 12)}  # what the generators draw
-SIZES = {"arith": (3, 6), "sort": (3, 7), "rev": (3, 8)}  # what the suite keeps
+# what the generators draw
+DRAW = {"arith": (2, 6), "sort": (3, 10), "rev": (3, 12), "chain": (8, 24), "table": (8, 24)}
+# what the suite keeps
+SIZES = {"arith": (3, 6), "sort": (3, 7), "rev": (3, 8), "chain": (10, 24), "table": (10, 24)}
+LABELS = "abcdefghijklmnopqrstuvwxyz"
 
 
 def size(problem: Problem) -> int:
-    """Steps (arith), digits (sort) or letters (rev)."""
-    if problem.family == "arith":
+    """Steps (arith, chain), digits (sort), letters (rev) or operations (table)."""
+    if problem.family in ("arith", "chain"):
         return problem.answer.count("\n")
+    if problem.family == "table":
+        return problem.answer.count("\n") + 1
     return len(problem.prompt.split()) - 1 if problem.family == "sort" else len(problem.prompt.split()[1])
 
 
@@ -97,14 +120,46 @@ def _rev(rng: random.Random) -> Problem:
     return Problem("rev", "rev " + word, word[::-1])
 
 
-GENERATORS = {"arith": _arith, "sort": _sort, "rev": _rev}
+def _step(rng: random.Random) -> tuple[str, int]:
+    op = rng.choice("+-")
+    return op, rng.randint(0, 9)
+
+
+def _apply(value: int, op: str, operand: int) -> int:
+    return (value + operand) % 10 if op == "+" else (value - operand) % 10
+
+
+def _chain(rng: random.Random) -> Problem:
+    value = rng.randint(0, 9)
+    prompt, lines = f"chain {value}", []
+    for label in LABELS[: rng.randint(*DRAW["chain"])]:
+        op, operand = _step(rng)
+        new = _apply(value, op, operand)
+        prompt += f" {label}{op}{operand}"
+        lines.append(f"{label}:{value}{op}{operand}={new}")
+        value = new
+    return Problem("chain", prompt, "\n".join(lines) + f"\n#{value}")
+
+
+def _table(rng: random.Random) -> Problem:
+    prompt, lines = "table", []
+    for label in LABELS[: rng.randint(*DRAW["table"])]:
+        first = rng.randint(0, 9)
+        op, operand = _step(rng)
+        prompt += f" {label}{first}{op}{operand}"
+        lines.append(f"{label}:{first}{op}{operand}={_apply(first, op, operand)}")
+    return Problem("table", prompt, "\n".join(lines))
+
+
+GENERATORS = {"arith": _arith, "sort": _sort, "rev": _rev, "chain": _chain, "table": _table}
 
 
 def _check_families(families) -> tuple[str, ...]:
     families = tuple(families)
     unknown = [f for f in families if f not in GENERATORS]
     if unknown or not families:
-        raise ValueError(f"unknown task family {unknown or families}: choose from {', '.join(FAMILIES)}")
+        raise ValueError(f"unknown task family {unknown or families}: choose from {', '.join(FAMILIES)} "
+                         f"or a group ({', '.join(GROUPS)})")
     return families
 
 
@@ -132,7 +187,7 @@ def _within(problem: Problem, sizes) -> bool:
 
 
 def heldout_problems(families=FAMILIES, n: int = 500, sizes: dict | None = None) -> list[Problem]:
-    """`n` held-out problems, families interleaved (arith, sort, rev, arith, ...), deterministic."""
+    """`n` held-out problems, families interleaved (arith, sort, rev, chain, table, arith, ...), deterministic."""
     families = _check_families(families)
     pools = {f: [p for p in _heldout_draws(f) if _within(p, sizes)] for f in families}
     room = len(families) * min(len(p) for p in pools.values())
