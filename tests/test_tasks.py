@@ -27,36 +27,43 @@ def test_arith_worked_steps_are_consistent():
         assert lines[-1] == f"#{value}" and p.target == str(value)
 
 
-def _ops(prompt: str) -> dict[str, str]:
-    """label -> its operation text in a chain or table prompt ("b" -> "-7" or "1-2")."""
-    return {item[0]: item[1:] for item in prompt.split()[1:] if item[0].isalpha()}
+def _parse(line: str) -> tuple[str, int, str, int, int]:
+    label, work = line.split(":")
+    lhs, result = work.split("=")
+    return label, int(lhs[0]), lhs[1], int(lhs[2]), int(result)
 
 
-def test_chain_lines_follow_the_running_value_and_look_operations_up_by_label():
+def _mod(x: int, op: str, y: int) -> int:
+    return (x + y) % 10 if op == "+" else (x - y) % 10
+
+
+def test_chain_lines_apply_the_cycling_signs_to_the_previous_lines_numbers():
     for p in heldout_problems(("chain",), 200):
-        ops, lines = _ops(p.prompt), p.answer.split("\n")
-        value = int(p.prompt.split()[1])
-        assert [line[0] for line in lines[:-1]] == list(ops)  # one line per operation, in order
-        for line in lines[:-1]:
-            label, work = line.split(":")
-            lhs, result = work.split("=")
-            assert int(lhs[0]) == value and lhs[1:] == ops[label]  # serial: the previous result comes first
-            value = (value + int(lhs[2])) % 10 if lhs[1] == "+" else (value - int(lhs[2])) % 10
-            assert int(result) == value
-        assert lines[-1] == f"#{value}" and p.target == str(value)
-        assert is_correct(p, "anything\n#" + str(value)) and not is_correct(p, p.answer[:-1] + str((value + 1) % 10))
+        _, start, ops, last = p.prompt.split()
+        lines = p.answer.split("\n")
+        x, y = int(start[0]), int(start[1])
+        assert [line[0] for line in lines[:-1]] == list("abcdefghijklmnopqrstuvwxyz"[: len(lines) - 1])
+        assert lines[-2][0] == last  # the prompt names the last line
+        for k, line in enumerate(lines[:-1]):
+            label, a, op, b, z = _parse(line)
+            assert (a, op, b) == (x, ops[k % 4], y)  # serial: the previous line's last two numbers
+            assert z == _mod(a, op, b)
+            x, y = y, z
+        assert lines[-1] == f"#{y}" and p.target == str(y)
+        assert is_correct(p, "anything\n#" + str(y)) and not is_correct(p, p.answer[:-1] + str((y + 1) % 10))
 
 
-def test_table_lines_copy_each_operation_and_its_result_and_the_whole_answer_is_graded():
+def test_table_lines_are_functions_of_the_prompt_and_the_label_alone():
     for p in heldout_problems(("table",), 200):
-        ops, lines = _ops(p.prompt), p.answer.split("\n")
-        assert [line[0] for line in lines] == list(ops)
-        for line in lines:
-            label, work = line.split(":")
-            lhs, result = work.split("=")
-            assert lhs == ops[label]  # both operands come from the prompt: no line needs another
-            a, op, b = int(lhs[0]), lhs[1], int(lhs[2])
-            assert int(result) == ((a + b) % 10 if op == "+" else (a - b) % 10)
+        _, firsts, seconds, ops, last = p.prompt.split()
+        lines = p.answer.split("\n")
+        assert lines[-1][0] == last
+        for k, line in enumerate(lines):
+            label, a, op, b, z = _parse(line)
+            i = k % 4
+            assert (a, op, b) == (int(firsts[i]), ops[i], int(seconds[i])) and z == _mod(a, op, b)
+            if k >= 4:
+                assert line[1:] == lines[k - 4][1:]  # line k repeats line k-4 but for its label
         wrong_line = p.answer[:-1] + str((int(p.answer[-1]) + 1) % 10)
         assert is_correct(p, p.answer) and not is_correct(p, wrong_line)
 

@@ -1,6 +1,6 @@
 """The built-in synthetic task suite: verifiable problems whose answers have variable length.
 
-Five families, each a pure function of a seeded RNG. Three have short answers (3-44 characters, one
+Five families, each a pure function of a seeded RNG. Three have short answers (3-38 characters, one
 32-token block):
 - `arith`: a chain of single-digit operations mod 10 with worked steps, one per line. Each line needs
   the previous line's result, so committing many lines in parallel is costly (a dLLM guesses). The
@@ -8,18 +8,21 @@ Five families, each a pure function of a seeded RNG. Three have short answers (3
   2-step chain costs nothing to commit at once and measures nothing about parallel decoding.
 - `sort`: sort a list of digits.
 - `rev`: reverse a string of letters.
-Two have long answers (79-194 characters: 2-7 blocks of 32, where block schedules, caches, End-of-Text
-Prediction and a filter that must judge later blocks all matter), in one line format so that they differ
-only in what a line depends on:
-- `chain` (serial): a running value under 10-24 labelled operations, one worked line per step
-  (`b:7-7=0`), then `#value`. Each line's first operand is the previous line's result, so a line cannot
-  be known before the one above it: what chain-of-thought answers look like, and where committing many
-  tokens per forward costs accuracy. Graded on the final value, as GSM8K is.
-- `table` (parallel): 10-24 labelled operations whose operands are all given; the answer writes each
-  one out with its result (`b:1-2=9`). Most of a line is copied from the prompt and no line needs
-  another, so one forward can in principle write the whole table. Graded on the whole answer.
-The labels (a, b, c, ...) are what a line looks its operands up by: without them the k-th line must
-count to the k-th operation of the prompt, which a small model does badly beyond a few steps.
+Two have long answers (79-194 characters: 3-7 blocks of 32, where block schedules, caches, End-of-Text
+Prediction and a filter that must judge later blocks all matter). They share one line format,
+`label:x op y=z` (labels a, b, c, ... up to the last label the prompt names; operations cycle through
+the prompt's 4 signs), and differ only in what a line depends on:
+- `chain` (serial): `chain 37 +--+ p` starts from the pair 3, 7; each line applies the next sign to the
+  previous line's two last numbers (`a:3+7=0`, `b:7-0=7`, `c:0-7=3`, ...), then `#` and the last result.
+  A line cannot be known before the one above it: what chain-of-thought answers look like, and where
+  committing many tokens per forward costs accuracy. Graded on the final value, as GSM8K is.
+- `table` (parallel): `table 9516 1073 ++-- h` pairs the i-th digits of the two numbers with the i-th
+  sign, cycling (`a:9+1=0`, `b:5+0=5`, `c:1-7=4`, `d:6-3=3`, `e:9+1=0`, ...). Every line is a function
+  of the prompt and its label alone, and line k repeats line k-4: long copied stretches, a few computed
+  results, nothing serial. Graded on the whole answer.
+Every line reads what it needs at a fixed distance (the line above, four lines above, or one of the
+prompt's first four places): a small model learns that quickly, where looking the k-th of 24 items up
+by its index it did not learn in 900 training steps.
 The suite (`suite`) is all five; `short` and `long` select the two groups.
 
 Held-out problems come from a separate seed and are excluded from the training stream.
@@ -86,6 +89,7 @@ DRAW = {"arith": (2, 6), "sort": (3, 10), "rev": (3, 12), "chain": (8, 24), "tab
 # what the suite keeps
 SIZES = {"arith": (3, 6), "sort": (3, 7), "rev": (3, 8), "chain": (10, 24), "table": (10, 24)}
 LABELS = "abcdefghijklmnopqrstuvwxyz"
+PERIOD = 4  # chain and table cycle through 4 operations given in the prompt
 
 
 def size(problem: Problem) -> int:
@@ -120,35 +124,35 @@ def _rev(rng: random.Random) -> Problem:
     return Problem("rev", "rev " + word, word[::-1])
 
 
-def _step(rng: random.Random) -> tuple[str, int]:
-    op = rng.choice("+-")
-    return op, rng.randint(0, 9)
-
-
 def _apply(value: int, op: str, operand: int) -> int:
     return (value + operand) % 10 if op == "+" else (value - operand) % 10
 
 
+def _pattern(rng: random.Random) -> str:
+    return "".join(rng.choice("+-") for _ in range(PERIOD))
+
+
 def _chain(rng: random.Random) -> Problem:
-    value = rng.randint(0, 9)
-    prompt, lines = f"chain {value}", []
-    for label in LABELS[: rng.randint(*DRAW["chain"])]:
-        op, operand = _step(rng)
-        new = _apply(value, op, operand)
-        prompt += f" {label}{op}{operand}"
-        lines.append(f"{label}:{value}{op}{operand}={new}")
-        value = new
-    return Problem("chain", prompt, "\n".join(lines) + f"\n#{value}")
+    x, y, ops = rng.randint(0, 9), rng.randint(0, 9), _pattern(rng)
+    labels = LABELS[: rng.randint(*DRAW["chain"])]
+    prompt, lines = f"chain {x}{y} {ops} {labels[-1]}", []
+    for k, label in enumerate(labels):
+        op = ops[k % PERIOD]
+        z = _apply(x, op, y)
+        lines.append(f"{label}:{x}{op}{y}={z}")
+        x, y = y, z
+    return Problem("chain", prompt, "\n".join(lines) + f"\n#{y}")
 
 
 def _table(rng: random.Random) -> Problem:
-    prompt, lines = "table", []
-    for label in LABELS[: rng.randint(*DRAW["table"])]:
-        first = rng.randint(0, 9)
-        op, operand = _step(rng)
-        prompt += f" {label}{first}{op}{operand}"
-        lines.append(f"{label}:{first}{op}{operand}={_apply(first, op, operand)}")
-    return Problem("table", prompt, "\n".join(lines))
+    firsts, seconds = (f"{rng.randrange(10 ** PERIOD):0{PERIOD}d}" for _ in range(2))
+    ops = _pattern(rng)
+    labels = LABELS[: rng.randint(*DRAW["table"])]
+    lines = []
+    for k, label in enumerate(labels):
+        i = k % PERIOD
+        lines.append(f"{label}:{firsts[i]}{ops[i]}{seconds[i]}={_apply(int(firsts[i]), ops[i], int(seconds[i]))}")
+    return Problem("table", f"table {firsts} {seconds} {ops} {labels[-1]}", "\n".join(lines))
 
 
 GENERATORS = {"arith": _arith, "sort": _sort, "rev": _rev, "chain": _chain, "table": _table}
