@@ -1,6 +1,6 @@
 """KV caches (none, prefix, dual) on the embedded model: accuracy, forwards, positions and wall time.
 
-    python benchmarks/cache_speed.py [--tasks long --num-samples 64 --gen-length 256 --repeats 3 --shots 0]
+    python benchmarks/cache_speed.py [--tasks suite --num-samples 64 --gen-length 128 --repeats 3 --shots 0]
 
 The same held-out problems for every plan and cache; runs interleave (plan by plan, the three caches in
 turn, `--repeats` times) and report the median time, so the ratios come from one run on a shared
@@ -61,8 +61,8 @@ def record():
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--num-samples", type=int, default=64)
-    ap.add_argument("--tasks", default="long", help="suite, short, long or families (held-out problems)")
-    ap.add_argument("--gen-length", type=int, default=256)
+    ap.add_argument("--tasks", default="suite", help="suite, short, long, all or families (held-out problems)")
+    ap.add_argument("--gen-length", type=int, default=128)
     ap.add_argument("--block-length", type=int, default=32)
     ap.add_argument("--shots", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=3)

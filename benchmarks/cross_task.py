@@ -1,6 +1,6 @@
 """Cross-task robustness: a filter trained on traces of the other task families, decoding an unseen one.
 
-    python benchmarks/cross_task.py --unseen table [--num-traces 512] [--num-samples 300] [--kind positionwise]
+    python benchmarks/cross_task.py --unseen rev [--num-traces 512] [--num-samples 300] [--kind positionwise]
 
 Collects oracle-replay traces on training problems of the other families only, trains the Learn2PD
 filter and the End-of-Text predictor on them, then evaluates vanilla and the learned plans on held-out
@@ -17,22 +17,22 @@ from learn2pd.decoding.engine import DecodeConfig
 from learn2pd.evaluation.report import markdown_table
 from learn2pd.evaluation.runner import evaluate
 from learn2pd.models.loading import load_model
-from learn2pd.tasks.suite import FAMILIES, heldout_problems
+from learn2pd.tasks.suite import SUITE, heldout_problems
 from learn2pd.traces import CollectConfig, collect_traces
 from learn2pd.trainers.train_filter import TrainFilterConfig, train_filter
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--unseen", default="table", choices=FAMILIES)
+    ap.add_argument("--unseen", default="rev", choices=SUITE)
     ap.add_argument("--num-traces", type=int, default=512)
     ap.add_argument("--num-samples", type=int, default=300)
-    ap.add_argument("--gen-length", type=int, default=256)
+    ap.add_argument("--gen-length", type=int, default=128)
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--kind", default="learn2pd", choices=["learn2pd", "positionwise"], help="filter to train")
     ap.add_argument("--out", help="keep traces and filters here (default: a temporary folder)")
     args = ap.parse_args()
-    seen = [f for f in FAMILIES if f != args.unseen]
+    seen = [f for f in SUITE if f != args.unseen]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out or tmp)
         traces = collect_traces(CollectConfig(out=str(out / "traces"), tasks="train:" + ",".join(seen),

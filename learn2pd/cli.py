@@ -13,7 +13,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (ValueError, FileNotFoundError, OSErr
 
 def _decode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="model folder or hub id (default: embedded checkpoints/tiny-llada)")
-    p.add_argument("--gen-length", type=int, default=256, help="answer tokens to decode (default 256)")
+    p.add_argument("--gen-length", type=int, default=128, help="answer tokens to decode (default 128)")
     p.add_argument("--block-length", type=int, default=32,
                    help="semi-autoregressive block size; divides --gen-length (default 32)")
     p.add_argument("--steps", type=int, default=None, help="baseline schedule steps (default: gen length)")
@@ -141,7 +141,7 @@ def cmd_demo(args) -> int:
     from learn2pd.demo import run_demo
 
     run_demo(args.out, args.num_traces, args.num_samples, dtype=args.dtype, progress=not args.quiet,
-             overwrite=args.overwrite)
+             overwrite=args.overwrite, cache=args.cache)
     return 0
 
 
@@ -158,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=cmd_generate)
 
     e = sub.add_parser("evaluate", help="compare policies on held-out problems")
-    e.add_argument("--tasks", default="suite", help="suite (all families), short, long, families (arith,chain), "
+    e.add_argument("--tasks", default="suite", help="suite, short, long, all, families (arith,chain), "
                    "a .jsonl file, lm_eval:TASK[:FILTER] or hf:NAME[:CONFIG]")
     e.add_argument("--num-samples", type=int, default=100, help="problems to evaluate (default 100)")
     e.add_argument("--num-fewshot", type=int, default=0,
@@ -181,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default outputs/demo)")
     d.add_argument("--num-traces", type=int, default=512, help="training problems to collect traces on (default 512)")
     d.add_argument("--num-samples", type=int, default=200, help="held-out problems to evaluate (default 200)")
+    d.add_argument("--cache", default="none", choices=["none", "prefix", "dual"],
+                   help="KV cache of the evaluation (default none; dual is Fast-dLLM's, as Learn2PD's headline)")
     d.add_argument("--dtype", default="auto", help="auto (bf16 where the hardware has it), float32, bfloat16")
     d.add_argument("--overwrite", action="store_true", help="allow --out inside checkpoints/")
     d.add_argument("--quiet", action="store_true", help="no progress output")

@@ -1,6 +1,9 @@
 """The end-to-end job on the embedded tiny dLLM: traces -> filter + EoT predictor -> every policy.
 
-    learn2pd demo [--out outputs/demo] [--num-traces 512] [--num-samples 200]
+    learn2pd demo [--out outputs/demo] [--num-traces 512] [--num-samples 200] [--cache none]
+
+Traces are collected without a cache (the reference decode defines the labels); the evaluation runs with
+`cache`.
 """
 
 from __future__ import annotations
@@ -28,9 +31,9 @@ def learned_plans(filter_dir: Path, eot_dir: Path) -> list[str]:
             f"learned:{f},{e}+threshold:tau=0.7+eotp", "oracle+eotp"]
 
 
-def run_demo(out: str = "outputs/demo", num_traces: int = 512, num_samples: int = 200, gen_length: int = 256,
+def run_demo(out: str = "outputs/demo", num_traces: int = 512, num_samples: int = 200, gen_length: int = 128,
              block_length: int = 32, batch_size: int = 64, dtype: str = "auto", progress: bool = True,
-             overwrite: bool = False) -> dict:
+             overwrite: bool = False, cache: str = "none") -> dict:
     from learn2pd.trainers.train_filter import TrainFilterConfig, train_filter
 
     out_dir = check_output(out, "--out", folder=True, overwrite=overwrite)
@@ -51,11 +54,11 @@ def run_demo(out: str = "outputs/demo", num_traces: int = 512, num_samples: int 
                                          filter={"kind": "eot", "block_length": block_length}, **common), progress)
     say(f"      filter test AUROC {filt['test/auroc']:.3f}, EoT test AUROC {eot['test/auroc']:.3f}")
     plans = TRAINING_FREE + learned_plans(out_dir / "filter", out_dir / "eot")
-    say(f"[3/3] evaluating {len(plans)} plans on {num_samples} held-out problems")
+    say(f"[3/3] evaluating {len(plans)} plans on {num_samples} held-out problems (cache: {cache})")
     model, tok, spec = load_model(dtype=dtype)
     report = evaluate(model, tok, spec, load_problems("suite", num_samples), plans,
-                      DecodeConfig(gen_length=gen_length, block_length=block_length), batch_size, progress)
-    report["config"] = {"num_traces": num_traces, "num_samples": num_samples, "gen_length": gen_length,
+                      DecodeConfig(gen_length=gen_length, block_length=block_length, cache=cache), batch_size, progress)
+    report["config"] = {"num_traces": num_traces, "num_samples": num_samples, "gen_length": gen_length, "cache": cache,
                         "block_length": block_length, "dtype": dtype, "filter": filt, "eot": eot}
     table = markdown_table(report["results"])
     print(table)

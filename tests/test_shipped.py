@@ -10,7 +10,7 @@ import pytest
 
 from learn2pd.decoding.engine import DecodeConfig
 from learn2pd.evaluation.runner import evaluate
-from learn2pd.tasks.suite import LONG_FAMILIES, SHORT_FAMILIES, heldout_problems
+from learn2pd.tasks.suite import SHORT_FAMILIES, heldout_problems
 
 ROOT = Path(__file__).resolve().parents[1]
 FILTER = ROOT / "checkpoints" / "tiny-llada-filter"
@@ -82,35 +82,3 @@ def test_committing_arith_in_parallel_costs_accuracy(tiny):
     acc = {r["policy"]: r["accuracy"] for r in report["results"]}
     assert acc["vanilla"] >= 90.0 and acc["threshold:tau=0.5"] <= acc["vanilla"] - 8.0
 
-
-@pytest.fixture(scope="module")
-def long_report(tiny):
-    """16 held-out chain and table problems at the long families' default region (gen 256, block 32)."""
-    if not (FILTER / "config.json").is_file():
-        pytest.skip("checkpoints/tiny-llada-filter not built yet")
-    model, tok, spec = tiny
-    plans = ["vanilla", "vanilla+eotp", "threshold:tau=0.5+eotp", "threshold:tau=0.9+eotp", "learned+eotp"]
-    report = evaluate(model, tok, spec, heldout_problems(LONG_FAMILIES, n=16), plans, DecodeConfig(gen_length=256),
-                      batch_size=16, progress=False)
-    return {r["policy"]: r for r in report["results"]}
-
-
-def test_long_answers_span_blocks_and_vanilla_solves_them(long_report):
-    v = long_report["vanilla"]
-    assert v["nfe_mean"] == 256 and v["accuracy"] >= 80.0  # the README's 200 problems: see its long table
-    # every answer ends in block 3 or later: the testbed exercises later blocks
-    assert min(r["answer_tokens"] for r in v["records"]) > 64
-
-
-def test_eotp_saves_the_padding_of_long_answers(long_report):
-    v, e = long_report["vanilla"], long_report["vanilla+eotp"]
-    assert e["nfe_mean"] <= 0.7 * v["nfe_mean"] and e["accuracy"] >= v["accuracy"] - 7.0
-
-
-def test_parallel_commits_cost_accuracy_on_chains_and_the_filter_decodes_in_parallel(long_report):
-    fam = {p: r["per_family"] for p, r in long_report.items()}
-    # chain is serial: committing at confidence 0.5 guesses results before the line above is known
-    assert fam["threshold:tau=0.5+eotp"]["chain"]["accuracy"] <= fam["vanilla"]["chain"]["accuracy"] - 12.5
-    learned = long_report["learned+eotp"]
-    assert learned["nfe_mean"] < long_report["vanilla+eotp"]["nfe_mean"] / 2
-    assert learned["accuracy"] >= long_report["vanilla"]["accuracy"] - 12.5

@@ -15,7 +15,7 @@ class DecodeError(ValueError):
 
 @dataclass
 class DecodeConfig:
-    gen_length: int = 256
+    gen_length: int = 128
     block_length: int = 32
     steps: int | None = None  # total forwards of the baseline schedule; default gen_length
     temperature: float = 0.0

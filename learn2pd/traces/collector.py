@@ -44,7 +44,7 @@ class CollectConfig:
     num_prompts: int = 2000
     mode: str = "oracle-replay"
     reference_plan: str = "vanilla"  # or vanilla+eotp (see the module docstring)
-    gen_length: int = 256
+    gen_length: int = 128
     block_length: int = 32
     steps: int | None = None
     cache: str = "none"  # KV cache of the decodes: none, prefix or dual

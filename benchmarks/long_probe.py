@@ -1,0 +1,57 @@
+"""Has a model learnt the long families' lines? One forward per probe, no decoding policy involved.
+
+    python benchmarks/long_probe.py [--model DIR] [--num-samples 50] [--gen-length 256]
+
+Per family (chain, table), on held-out problems:
+- line 1 from nothing: the whole region masked, is the first line predicted right (every token)?
+- next line given the ones above: lines 1..k visible (k = 1..3), everything after masked, is line k+1
+  predicted right? That is what a line needs at a fixed distance (the line above for chain, the prompt
+  and four lines above for table) and the state semi-autoregressive decoding is in.
+A model that solves a family one token at a time must score near 100% on the second probe.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from learn2pd.models.loading import load_model
+from learn2pd.tasks.prompting import format_prompt
+from learn2pd.tasks.suite import LONG_FAMILIES, heldout_problems
+
+
+@torch.no_grad()
+def probe(model, tok, spec, problem, gen_length: int, shown_lines: int) -> bool:
+    """Is line `shown_lines + 1` predicted right with lines 1..shown_lines visible and the rest masked?"""
+    prompt = format_prompt(tok, problem.prompt)
+    answer = tok(problem.answer, add_special_tokens=False).input_ids
+    lines = problem.answer.split("\n")
+    start = sum(len(line) + 1 for line in lines[:shown_lines])  # one token per character
+    end = start + len(lines[shown_lines])
+    region = answer[:start] + [spec.mask_id] * (gen_length - start)
+    logits = model(torch.tensor([prompt + region])).logits[0, len(prompt):]
+    return logits[start:end].argmax(-1).tolist() == answer[start:end]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=None, help="checkpoint folder (default: the embedded tiny LLaDA)")
+    ap.add_argument("--num-samples", type=int, default=50, help="held-out problems per family")
+    ap.add_argument("--gen-length", type=int, default=256)
+    ap.add_argument("--dtype", default="float32")
+    args = ap.parse_args()
+    model, tok, spec = load_model(args.model, dtype=args.dtype)
+    model.eval()
+    print(f"{args.model or 'embedded tiny LLaDA'}: {args.num_samples} held-out problems per family, "
+          f"gen {args.gen_length}, % of lines predicted right in one forward")
+    print(f"{'family':>7} {'line 1 from nothing':>20} {'line 2 | 1':>11} {'line 3 | 1-2':>13} {'line 4 | 1-3':>13}")
+    for family in LONG_FAMILIES:
+        problems = heldout_problems((family,), args.num_samples)
+        rates = [100.0 * sum(probe(model, tok, spec, p, args.gen_length, k) for p in problems) / len(problems)
+                 for k in range(4)]
+        print(f"{family:>7} {rates[0]:20.1f} {rates[1]:11.1f} {rates[2]:13.1f} {rates[3]:13.1f}")
+
+
+if __name__ == "__main__":
+    main()
