@@ -4,9 +4,10 @@
 
 Per family (chain, table), on held-out problems:
 - line 1 from nothing: the whole region masked, is the first line predicted right (every token)?
-- next line given the ones above: lines 1..k visible (k = 1..3), everything after masked, is line k+1
-  predicted right? That is what a line needs at a fixed distance (the line above for chain, the prompt
-  and four lines above for table) and the state semi-autoregressive decoding is in.
+- next line given the ones above: lines 1..k visible (k = 1, 2, 3, 7), everything after masked, is line
+  k+1 predicted right? The state semi-autoregressive decoding is in. Lines 2-4 take their sign (and, in
+  table, their digits) from the prompt's k-th place; line 8 can copy them from line 4 (a fixed distance),
+  and in chain its numbers from line 7.
 A model that solves a family one token at a time must score near 100% on the second probe.
 """
 
@@ -45,12 +46,13 @@ def main():
     model.eval()
     print(f"{args.model or 'embedded tiny LLaDA'}: {args.num_samples} held-out problems per family, "
           f"gen {args.gen_length}, % of lines predicted right in one forward")
-    print(f"{'family':>7} {'line 1 from nothing':>20} {'line 2 | 1':>11} {'line 3 | 1-2':>13} {'line 4 | 1-3':>13}")
+    print(f"{'family':>7} {'line 1 from nothing':>20} {'line 2 | 1':>11} {'line 3 | 1-2':>13} {'line 4 | 1-3':>13} "
+          f"{'line 8 | 1-7':>13}")
     for family in LONG_FAMILIES:
         problems = heldout_problems((family,), args.num_samples)
         rates = [100.0 * sum(probe(model, tok, spec, p, args.gen_length, k) for p in problems) / len(problems)
-                 for k in range(4)]
-        print(f"{family:>7} {rates[0]:20.1f} {rates[1]:11.1f} {rates[2]:13.1f} {rates[3]:13.1f}")
+                 for k in (0, 1, 2, 3, 7)]
+        print(f"{family:>7} {rates[0]:20.1f} {rates[1]:11.1f} {rates[2]:13.1f} {rates[3]:13.1f} {rates[4]:13.1f}")
 
 
 if __name__ == "__main__":
