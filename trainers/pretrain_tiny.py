@@ -71,7 +71,7 @@ from learn2pd.models.modeling_dream import DreamModel
 from learn2pd.models.modeling_llada import LLaDAModelLM
 from learn2pd.models.tokenizer import build_char_tokenizer
 from learn2pd.tasks.prompting import format_prompt, left_pad
-from learn2pd.tasks.suite import FAMILIES, train_problems
+from learn2pd.tasks.suite import SUITE, train_problems
 
 
 class TaskBatches(IterableDataset):
@@ -90,8 +90,8 @@ class TaskBatches(IterableDataset):
     def __init__(self, tokenizer, gen_lengths: dict, batch_size: int, families, seed: int, sizes=None,
                  cut_fraction: float = 0.0, mixes: list | None = None, fewshot: dict | None = None):
         self.tok, self.batch_size = tokenizer, batch_size
-        # {gen_length: weight}: most batches use a short generation region (cheap), the rest the full
-        # evaluation length so the model learns to fill long EOS padding.
+        # gen_lengths {gen_length: weight}: most batches use a short generation region (cheap), the rest the
+        # full evaluation length so the model learns to fill long EOS padding.
         # families: a list (taken in turn) or {family: weight} (drawn at random, e.g. more of the hard one)
         self.mixes = mixes or [{"weight": 1.0, "families": families, "gen_lengths": gen_lengths}]
         self.seed, self.sizes, self.fewshot = seed, sizes, fewshot
@@ -348,7 +348,7 @@ def run_stage(cfg: dict, tok, out: Path, init, stage: int) -> MaskedDiffusionMod
         dream_from_llada(module.model, init.model)  # a Dream stage started from LLaDA weights
     elif init is not None:
         module.model.load_state_dict(init.model.state_dict())
-    batches = TaskBatches(tok, cfg.get("gen_lengths"), cfg["batch_size"], cfg.get("families", FAMILIES),
+    batches = TaskBatches(tok, cfg.get("gen_lengths"), cfg["batch_size"], cfg.get("families", SUITE),
                           cfg["seed"] + stage, cfg.get("sizes"), cfg.get("cut_fraction", 0.0), cfg.get("mixes"),
                           cfg.get("fewshot"))
     trainer = L.Trainer(max_steps=cfg["max_steps"], accelerator="auto", devices=1, logger=L.pytorch.loggers.CSVLogger(
