@@ -20,9 +20,9 @@ the prompt's 4 signs), and differ only in what a line depends on:
   sign, cycling (`a:9+1=0`, `b:5+0=5`, `c:1-7=4`, `d:6-3=3`, `e:9+1=0`, ...). Every line is a function
   of the prompt and its label alone, and line k repeats line k-4: long copied stretches, a few computed
   results, nothing serial. Graded on the whole answer.
-Every line reads what it needs at a fixed distance (the line above, four lines above, or one of the
-prompt's first four places): a small model learns that quickly, where looking the k-th of 24 items up
-by its index it did not learn in 900 training steps.
+Most of what a line needs sits at a fixed distance (the line above, four lines above); only lines 1-4
+read the prompt's first four places. A first design that made line k look the k-th of up to 24
+operations up in the prompt was not learnt by the tiny model in 900 training steps.
 `short` and `long` select the two groups, `all` both; `suite` is the short group for now (the
 embedded model is not trained on the long families yet).
 
