@@ -18,7 +18,7 @@ import statistics
 
 import torch
 
-from learn2pd.decoding.config import DecodeConfig
+from learn2pd.decoding.config import CACHES, DecodeConfig
 from learn2pd.decoding.plan import make_plan
 from learn2pd.decoding.runner import ModelRunner
 from learn2pd.evaluation.runner import run_policy
@@ -26,7 +26,6 @@ from learn2pd.models.loading import load_model
 from learn2pd.tasks.fewshot import with_fewshot
 from learn2pd.tasks.loaders import load_problems
 
-CACHES = ("none", "prefix", "dual")
 L8B = dict(layers=32, d=4096, mlp=12288, vocab=126464)
 PROMPT_8B = 600
 CALLS: list[tuple[int, int]] = []  # (query positions, key positions) of each row in each forward

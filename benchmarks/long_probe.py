@@ -14,6 +14,7 @@ A model that solves a family one token at a time must score near 100% on the sec
 from __future__ import annotations
 
 import argparse
+import statistics
 
 import torch
 
@@ -46,6 +47,10 @@ def main():
     model.eval()
     print(f"{args.model or 'embedded tiny LLaDA'}: {args.num_samples} held-out problems per family, "
           f"gen {args.gen_length}, % of lines predicted right in one forward")
+    lengths = sorted(len(tok(p.answer, add_special_tokens=False).input_ids)
+                     for p in heldout_problems(LONG_FAMILIES, 2 * args.num_samples))
+    print(f"answer tokens of these problems: median {statistics.median(lengths)}, {lengths[0]}-{lengths[-1]}; "
+          f"{100.0 * sum(n + 1 > 64 for n in lengths) / len(lengths):.0f}% end (first EOS) in block 3 or later")
     print(f"{'family':>7} {'line 1 from nothing':>20} {'line 2 | 1':>11} {'line 3 | 1-2':>13} {'line 4 | 1-3':>13} "
           f"{'line 8 | 1-7':>13}")
     for family in LONG_FAMILIES:

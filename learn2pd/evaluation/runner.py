@@ -24,11 +24,11 @@ def run_policy(model, tokenizer, spec, problems, policy_spec, config: DecodeConf
     bar = tqdm(total=len(problems), desc=f"{plan.label:>24}", disable=not progress, unit="prob", leave=False)
     out = decode_all(model, tokenizer, spec, encoded, plan, config, batch_size, references, on_batch=bar.update)
     bar.close()
-    records = []
+    records, lengths = [], answer_tokens(out.sequences, spec.end_ids).tolist()
     for i, p in enumerate(problems):
         records.append({"id": i, "family": p.family, "output": out.texts[i], "correct": p.grade(out.texts[i]),
                         "nfe": int(out.nfe[i]), "positions": int(out.positions[i]),
-                        "answer_tokens": answer_tokens(out.sequences[i], spec.end_ids),
+                        "answer_tokens": lengths[i],
                         "latency_s": float(out.latency_s[i]), "tokens": out.sequences[i]})
     n = len(problems)
     nfe_mean = float(out.nfe.float().mean())
@@ -50,10 +50,11 @@ def run_policy(model, tokenizer, spec, problems, policy_spec, config: DecodeConf
     }
 
 
-def answer_tokens(ids: torch.Tensor, end_ids) -> int:
-    """Tokens of a generated row before its first end token (the whole row when it has none)."""
-    ends = torch.isin(ids, torch.tensor(list(end_ids), device=ids.device)).nonzero()
-    return int(ends[0, 0]) if len(ends) else int(ids.shape[0])
+def answer_tokens(sequences: torch.Tensor, end_ids) -> torch.Tensor:
+    """[B] generated tokens before each row's first end token (the whole row when it has none)."""
+    is_end = torch.isin(sequences, torch.tensor(list(end_ids), device=sequences.device))
+    first = torch.where(is_end.any(1), is_end.int().argmax(1), sequences.shape[1])
+    return first.cpu()
 
 
 def _per_family(records) -> dict:

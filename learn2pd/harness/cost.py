@@ -8,14 +8,7 @@ Monte-Carlo batches and, with `is_check_greedy`, one per continuation token).
 
 from __future__ import annotations
 
-import torch
-
-
-def answer_tokens(sequences: torch.Tensor, end_ids) -> torch.Tensor:
-    """[B] generated tokens before each row's first end token."""
-    is_end = torch.isin(sequences, torch.tensor(list(end_ids), device=sequences.device))
-    first = torch.where(is_end.any(1), is_end.int().argmax(1), sequences.shape[1])
-    return first.cpu()
+from learn2pd.evaluation.runner import answer_tokens
 
 
 class CostMeter:

@@ -13,8 +13,9 @@ def load_problems(tasks: str, n: int, question_field: str = "question", answer_f
                   split: str = "test", count_flag: str = "--num-samples") -> list[Problem]:
     """Problems by name.
 
-    - `suite` (every built-in family), `short` (arith, sort, rev), `long` (chain, table) or a comma list of
-      families (`arith,chain`): held-out problems, families interleaved;
+    - `suite` (the families the embedded model is trained on: `short` for now), `short` (arith, sort, rev),
+      `long` (chain, table), `all`, or a comma list of families and groups (`arith,long`): held-out
+      problems, families interleaved;
     - `train:suite`, `train:long` or `train:arith,sort`: problems of the training stream (for trace collection);
     - a `.jsonl` file with `question` and `answer` fields: exact match after stripping;
     - `lm_eval:TASK[:FILTER]`: an lm-evaluation-harness task or group (`lm_eval:learn2pd_suite`, `lm_eval:gsm8k`):
@@ -63,7 +64,7 @@ def load_problems(tasks: str, n: int, question_field: str = "question", answer_f
 
 
 def _families(text: str) -> tuple[str, ...]:
-    """Family names, a group's name (`suite`, `short`, `long`) standing for its families."""
+    """Family names, a group's name (`suite`, `short`, `long`, `all`) standing for its families."""
     names = (f.strip() for f in text.split(",") if f.strip())
     return tuple(dict.fromkeys(f for name in names for f in GROUPS.get(name, (name,))))
 

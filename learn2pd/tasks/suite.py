@@ -29,7 +29,7 @@ embedded model is not trained on the long families yet).
 Held-out problems come from a separate seed and are excluded from the training stream.
 
 Sizes: the generators draw from fixed wide ranges (`DRAW`), and the suite keeps the problems within
-`SIZES` (3-6 steps, 3-7 digits, 3-8 letters). Filtering, rather than drawing from narrower ranges,
+`SIZES` (3-6 steps, 3-7 digits, 3-8 letters, 10-24 lines). Filtering, rather than drawing from narrower ranges,
 keeps every stream's problems and the held-out exclusion set the same whatever sizes a caller asks
 for: the tiny model's first training stages used the wide ranges and never saw a held-out problem.
 """
@@ -111,7 +111,7 @@ def _arith(rng: random.Random) -> Problem:
     prompt, lines = f"arith {value}", []
     for _ in range(n_ops):
         op, operand = rng.choice("+-"), rng.randint(0, 9)
-        new = (value + operand) % 10 if op == "+" else (value - operand) % 10
+        new = _apply(value, op, operand)
         prompt += f"{op}{operand}"
         lines.append(f"{value}{op}{operand}={new}")
         value = new
