@@ -5,9 +5,9 @@
 Per family (chain, table), on held-out problems:
 - line 1 from nothing: the whole region masked, is the first line predicted right (every token)?
 - next line given the ones above: lines 1..k visible (k = 1, 2, 3, 7), everything after masked, is line
-  k+1 predicted right? The state semi-autoregressive decoding is in. Lines 2-4 take their sign (and, in
-  table, their digits) from the prompt's k-th place; line 8 can copy them from line 4 (a fixed distance),
-  and in chain its numbers from line 7.
+  k+1 predicted right? The state semi-autoregressive decoding is in. A chain line reads the line
+  above (its numbers and, from the second of them, its sign); a table line reads the prompt's operation
+  of the same label (lines 1-4) or line k-4 (line 8).
 A model that solves a family one token at a time must score near 100% on the second probe.
 """
 

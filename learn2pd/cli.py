@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from learn2pd.tasks.suite import LONG_GEN_LENGTH
 from learn2pd.version import __version__
 
 USER_ERRORS: tuple[type[Exception], ...] = (ValueError, FileNotFoundError, OSError)
@@ -13,7 +14,8 @@ USER_ERRORS: tuple[type[Exception], ...] = (ValueError, FileNotFoundError, OSErr
 
 def _decode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="model folder or hub id (default: embedded checkpoints/tiny-llada)")
-    p.add_argument("--gen-length", type=int, default=128, help="answer tokens to decode (default 128)")
+    p.add_argument("--gen-length", type=int, default=None,
+                   help="answer tokens to decode (default 256; evaluate: 128 when no task is a long family)")
     p.add_argument("--block-length", type=int, default=32,
                    help="semi-autoregressive block size; divides --gen-length (default 32)")
     p.add_argument("--steps", type=int, default=None, help="baseline schedule steps (default: gen length)")
@@ -31,13 +33,13 @@ def _decode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="prompts decoded together (default 64)")
 
 
-def _config(args):
+def _config(args, default_gen_length: int = LONG_GEN_LENGTH):
     from learn2pd.decoding.config import DecodeConfig
     from learn2pd.models.loading import check_device
 
     check_device(args.device)
 
-    cfg = DecodeConfig(gen_length=args.gen_length, block_length=args.block_length, steps=args.steps,
+    cfg = DecodeConfig(gen_length=args.gen_length or default_gen_length, block_length=args.block_length, steps=args.steps,
                        temperature=args.temperature, cfg_scale=args.cfg_scale, remasking=args.remasking,
                        seed=args.seed, cache=args.cache)
     cfg.validate()
@@ -99,7 +101,9 @@ def cmd_evaluate(args) -> int:
     from learn2pd.tasks.fewshot import with_fewshot
     from learn2pd.tasks.loaders import load_problems
 
-    cfg = _config(args)
+    from learn2pd.tasks.suite import default_gen_length
+
+    _config(args)  # a bad device or region fails before anything is loaded
     if args.output:  # before the evaluation, whose results would otherwise be lost
         out = Path(args.output)
         for path in (out, out.with_suffix(".md"), out.with_suffix(".png")):
@@ -108,6 +112,7 @@ def cmd_evaluate(args) -> int:
     plans = [make_plan(p) for p in policies]  # built once, before loading anything: a typo fails fast
     problems = load_problems(args.tasks, args.num_samples, args.question_field, args.answer_field, args.split)
     problems = with_fewshot(problems, args.num_fewshot, args.seed)
+    cfg = _config(args, default_gen_length(p.family for p in problems))
     model, tok, spec = load_model(args.model, args.dtype, args.device, args.trust_remote_code)
     report = evaluate(model, tok, spec, problems, plans, cfg, args.batch_size, progress=not args.quiet)
     report["config"] = {"model": str(args.model or "checkpoints/tiny-llada"), "tasks": args.tasks,

@@ -369,6 +369,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int)
     ap.add_argument("--init-from", help="start from an exported checkpoint folder (continue training)")
     ap.add_argument("--from-stage", type=int, default=0, help="skip the stages before this one (with --init-from)")
+    ap.add_argument("--until-stage", type=int, default=None, help="stop before this stage (export what came before)")
     args = ap.parse_args(argv)
     cfg = yaml.safe_load(Path(args.config).read_text())
     try:
@@ -390,7 +391,7 @@ def main(argv=None):
         module = SimpleNamespace(model=load_model(args.init_from)[0])
         print(f"initialised from {args.init_from}")
     for i, stage_cfg in enumerate(stages):
-        if i >= args.from_stage:
+        if args.from_stage <= i < (len(stages) if args.until_stage is None else args.until_stage):
             module = run_stage(stage_cfg, tok, out, module, i)
             print(f"tiny model: {sum(p.numel() for p in module.model.parameters()) / 1e6:.2f}M parameters")
     module.model.to("cpu").float()

@@ -8,28 +8,29 @@ Five families, each a pure function of a seeded RNG. Three have short answers (3
   2-step chain costs nothing to commit at once and measures nothing about parallel decoding.
 - `sort`: sort a list of digits.
 - `rev`: reverse a string of letters.
-Two have long answers (79-194 characters: 3-7 blocks of 32, where block schedules, caches, End-of-Text
+Two have long answers (65-194 characters: 3-7 blocks of 32, where block schedules, caches, End-of-Text
 Prediction and a filter that must judge later blocks all matter). They share one line format,
-`label:x op y=z` (labels a, b, c, ... up to the last label the prompt names; operations cycle through
-the prompt's 4 signs), and differ only in what a line depends on:
-- `chain` (serial): `chain 37 +--+ p` starts from the pair 3, 7; each line applies the next sign to the
-  previous line's two last numbers (`a:3+7=0`, `b:7-0=7`, `c:0-7=3`, ...), then `#` and the last result.
-  A line cannot be known before the one above it: what chain-of-thought answers look like, and where
-  committing many tokens per forward costs accuracy. Graded on the final value, as GSM8K is.
-- `table` (parallel): `table 9516 1073 ++-- h` pairs the i-th digits of the two numbers with the i-th
-  sign, cycling (`a:9+1=0`, `b:5+0=5`, `c:1-7=4`, `d:6-3=3`, `e:9+1=0`, ...). Every line is a function
-  of the prompt and its label alone, and line k repeats line k-4: long copied stretches, a few computed
-  results, nothing serial. Graded on the whole answer.
-Most of what a line needs sits at a fixed distance (the line above, four lines above); only lines 1-4
-read the prompt's first four places. A first design that made line k look the k-th of up to 24
-operations up in the prompt was not learnt by the tiny model in 900 training steps.
-`short` and `long` select the two groups, `all` both; `suite` is the short group for now (the
-embedded model is not trained on the long families yet).
+`label:x op y=z` (labels a, b, c, ... up to the last label the prompt names), and differ only in what a
+line depends on:
+- `chain` (serial): `chain 37 p` starts from the pair 3, 7; each line combines the previous line's two
+  last numbers, adding when the second is below 5 and subtracting otherwise (`a:3-7=6`, `b:7-6=1`,
+  `c:6+1=7`, ...), then `#` and the last result. A line cannot be known before the one above it: what
+  chain-of-thought answers look like, and where committing many tokens per forward costs accuracy.
+  Graded on the final value, as GSM8K is.
+- `table` (parallel): `table h a:9+1=? b:5+0=? c:1-7=? d:6-3=?` gives four operations; the answer
+  writes them out with their results and cycles through them up to the last label (`a:9+1=0`, `b:5+0=5`, `c:1-7=4`,
+  `d:6-3=3`, `e:9+1=0`, ...). Line k repeats line k-4 but for its label: long copied stretches, four
+  computed results, nothing serial. Graded on the whole answer.
+Every input of a line sits at a fixed distance: the line above (chain), or exactly 32 tokens back
+(table: the prompt's item of the same label for lines 1-4, line k-4 after). Two earlier designs made lines look an operation up by its
+place among the prompt's (the k-th of 24, or the (k mod 4)-th of 4); the tiny model learnt neither in
+1,200-2,300 CPU training steps (README).
+`short` and `long` select the two groups; `suite` and `all` mean all five.
 
 Held-out problems come from a separate seed and are excluded from the training stream.
 
 Sizes: the generators draw from fixed wide ranges (`DRAW`), and the suite keeps the problems within
-`SIZES` (3-6 steps, 3-7 digits, 3-8 letters, 10-24 lines). Filtering, rather than drawing from narrower ranges,
+`SIZES` (3-6 steps, 3-7 digits, 3-8 letters, 8-16 chain lines, 10-24 table lines). Filtering, rather than drawing from narrower ranges,
 keeps every stream's problems and the held-out exclusion set the same whatever sizes a caller asks
 for: the tiny model's first training stages used the wide ranges and never saw a held-out problem.
 """
@@ -45,10 +46,11 @@ from functools import cache
 SHORT_FAMILIES = ("arith", "sort", "rev")
 LONG_FAMILIES = ("chain", "table")
 FAMILIES = SHORT_FAMILIES + LONG_FAMILIES
-# `suite` is what the shipped tiny models are trained on: the short families until the embedded model
-# learns the long ones (see the README), then all five.
-SUITE = SHORT_FAMILIES
+# `suite` is what the shipped tiny LLaDA is trained on and evaluated with by default
+SUITE = SHORT_FAMILIES  # interim: all five once the shipped model is trained on them
 GROUPS = {"suite": SUITE, "short": SHORT_FAMILIES, "long": LONG_FAMILIES, "all": FAMILIES}
+# default decoding region: every short answer fits one 32-token block of 128, a long one needs 256
+SHORT_GEN_LENGTH, LONG_GEN_LENGTH = 128, 256
 TRAIN_SEED = 0
 HELDOUT_SEED = 1_000_003
 HELDOUT_POOL = 2000  # per family: the first problems of the held-out stream, never trained on
@@ -91,9 +93,9 @@ def is_correct(problem: Problem, output: str) -> bool:
 # what the generators draw
 DRAW = {"arith": (2, 6), "sort": (3, 10), "rev": (3, 12), "chain": (8, 24), "table": (8, 24)}
 # what the suite keeps
-SIZES = {"arith": (3, 6), "sort": (3, 7), "rev": (3, 8), "chain": (10, 24), "table": (10, 24)}
+SIZES = {"arith": (3, 6), "sort": (3, 7), "rev": (3, 8), "chain": (8, 16), "table": (10, 24)}
 LABELS = "abcdefghijklmnopqrstuvwxyz"
-PERIOD = 4  # chain and table cycle through 4 operations given in the prompt
+PERIOD = 4  # table cycles through the 4 operations its prompt gives
 
 
 def size(problem: Problem) -> int:
@@ -132,16 +134,17 @@ def _apply(value: int, op: str, operand: int) -> int:
     return (value + operand) % 10 if op == "+" else (value - operand) % 10
 
 
-def _pattern(rng: random.Random) -> str:
-    return "".join(rng.choice("+-") for _ in range(PERIOD))
+def _chain_sign(y: int) -> str:
+    """chain's rule: add to a small previous result, subtract from a large one (long cycles: median 18 lines)."""
+    return "+" if y < 5 else "-"
 
 
 def _chain(rng: random.Random) -> Problem:
-    x, y, ops = rng.randint(0, 9), rng.randint(0, 9), _pattern(rng)
+    x, y = rng.randint(0, 9), rng.randint(0, 9)
     labels = LABELS[: rng.randint(*DRAW["chain"])]
-    prompt, lines = f"chain {x}{y} {ops} {labels[-1]}", []
-    for k, label in enumerate(labels):
-        op = ops[k % PERIOD]
+    prompt, lines = f"chain {x}{y} {labels[-1]}", []
+    for label in labels:
+        op = _chain_sign(y)
         z = _apply(x, op, y)
         lines.append(f"{label}:{x}{op}{y}={z}")
         x, y = y, z
@@ -149,17 +152,22 @@ def _chain(rng: random.Random) -> Problem:
 
 
 def _table(rng: random.Random) -> Problem:
-    firsts, seconds = (f"{rng.randrange(10 ** PERIOD):0{PERIOD}d}" for _ in range(2))
-    ops = _pattern(rng)
+    rows = [(rng.randint(0, 9), rng.choice("+-"), rng.randint(0, 9)) for _ in range(PERIOD)]
     labels = LABELS[: rng.randint(*DRAW["table"])]
-    lines = []
-    for k, label in enumerate(labels):
-        i = k % PERIOD
-        lines.append(f"{label}:{firsts[i]}{ops[i]}{seconds[i]}={_apply(int(firsts[i]), ops[i], int(seconds[i]))}")
-    return Problem("table", f"table {firsts} {seconds} {ops} {labels[-1]}", "\n".join(lines))
+    lines = [f"{label}:{x}{op}{y}={_apply(x, op, y)}" for label, (x, op, y) in
+             ((label, rows[k % PERIOD]) for k, label in enumerate(labels))]
+    # Given as answer-shaped 8-character items, so every answer line has the text it copies exactly 32
+    # tokens before it: the prompt's item of its label (lines 1-4) or line k-4.
+    given = " ".join(f"{line[:-1]}?" for line in lines[:PERIOD])
+    return Problem("table", f"table {labels[-1]} {given}", "\n".join(lines))
 
 
 GENERATORS = {"arith": _arith, "sort": _sort, "rev": _rev, "chain": _chain, "table": _table}
+
+
+def default_gen_length(families) -> int:
+    """The region the given families' answers fit: 256 when any is a long family, else 128."""
+    return LONG_GEN_LENGTH if set(families) & set(LONG_FAMILIES) else SHORT_GEN_LENGTH
 
 
 def _check_families(families) -> tuple[str, ...]:
