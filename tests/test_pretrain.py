@@ -39,6 +39,20 @@ def _rows(batch):
     return [(TOK.decode(r[:p][a[:p].bool()], skip_special_tokens=True), r[p:]) for r, a in zip(ids, attn)]
 
 
+def test_a_mixs_sizes_override_the_stages_for_its_batches():
+    mixes = [{"weight": 0.5, "families": {"chain": 1.0}, "gen_lengths": {128: 1.0}, "sizes": {"chain": [8, 9]}},
+             {"weight": 0.5, "families": {"chain": 1.0}, "gen_lengths": {224: 1.0}}]
+    batches = iter(TaskBatches(TOK, None, 8, None, seed=0, sizes={"chain": [20, 24]}, mixes=mixes))
+    seen = collections.Counter()
+    for _ in range(12):
+        batch = next(batches)
+        lines = {ord(prompt.split()[2]) - ord("a") + 1 for prompt, _ in _rows(batch)}  # `chain 37 p`: 16
+        short = batch[0].shape[1] - batch[2] == 128
+        assert lines <= ({8, 9} if short else set(range(20, 25))), lines
+        seen[short] += 1
+    assert seen[True] >= 2 and seen[False] >= 2
+
+
 def test_mixes_keep_long_and_short_answers_in_separate_batches_and_the_region_fits_the_answer():
     mixes = [{"weight": 0.5, "families": {"chain": 0.5, "table": 0.5}, "gen_lengths": {64: 1.0}},
              {"weight": 0.5, "families": ["arith", "sort"], "gen_lengths": {40: 1.0}}]

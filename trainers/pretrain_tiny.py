@@ -77,9 +77,10 @@ from learn2pd.tasks.suite import SUITE, train_problems
 class TaskBatches(IterableDataset):
     """Endless batches of (ids, attention_mask, prompt_len) with the answer padded to gen_length.
 
-    `mixes` (optional): a list of {weight, families, gen_lengths}; each batch draws one mix, so short and
-    long answers can live in separate batches (a long answer in a batch makes the whole batch's region
-    long). Without it there is one mix, the given `families` and `gen_lengths`. A batch's region always
+    `mixes` (optional): a list of {weight, families, gen_lengths[, sizes]}; each batch draws one mix, so
+    short and long answers can live in separate batches (a long answer in a batch makes the whole batch's
+    region long); a mix's `sizes` override the stage's for its families (short chains in short regions
+    are cheaper steps). Without it there is one mix, the given `families` and `gen_lengths`. A batch's region always
     fits its longest answer and its first EOS (raised to a multiple of 32 when it does not).
 
     `fewshot` (optional): {share, max_k, max_prompt, batch_size}: that share of batches puts 1..max_k
@@ -99,11 +100,12 @@ class TaskBatches(IterableDataset):
         # out of attention and loss): what the model sees once EoTP drops the cut positions.
         self.cut_fraction = cut_fraction
 
-    def _problems(self, families, rng: random.Random):
+    def _problems(self, families, rng: random.Random, sizes=None):
+        sizes = {**(self.sizes or {}), **(sizes or {})} or None
         if not isinstance(families, dict):
-            yield from train_problems(tuple(families), self.seed, self.sizes)
+            yield from train_problems(tuple(families), self.seed, sizes)
             return
-        streams = {f: train_problems((f,), self.seed, self.sizes) for f in families}
+        streams = {f: train_problems((f,), self.seed, sizes) for f in families}
         names, weights = list(families), list(families.values())
         while True:
             yield next(streams[rng.choices(names, weights)[0]])
@@ -125,7 +127,7 @@ class TaskBatches(IterableDataset):
     def __iter__(self):
         rng = random.Random(self.seed)
         mix_rng, shot_rng = random.Random(self.seed + 3), random.Random(self.seed + 4)
-        streams = [self._problems(m["families"], random.Random(self.seed + 1 + 10 * i))
+        streams = [self._problems(m["families"], random.Random(self.seed + 1 + 10 * i), m.get("sizes"))
                    for i, m in enumerate(self.mixes)]
         shot_streams: dict = {}
         cut_rng = random.Random(self.seed + 2)  # its own stream: cut_fraction 0 leaves the batches unchanged
