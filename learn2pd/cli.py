@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from learn2pd.tasks.suite import LONG_GEN_LENGTH
+from learn2pd.tasks.suite import SHORT_GEN_LENGTH
 from learn2pd.version import __version__
 
 USER_ERRORS: tuple[type[Exception], ...] = (ValueError, FileNotFoundError, OSError)
@@ -15,7 +15,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (ValueError, FileNotFoundError, OSErr
 def _decode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="model folder or hub id (default: embedded checkpoints/tiny-llada)")
     p.add_argument("--gen-length", type=int, default=None,
-                   help="answer tokens to decode (default 256; evaluate: 128 when no task is a long family)")
+                   help="answer tokens to decode (default 128; evaluate: 256 when a task is a long family)")
     p.add_argument("--block-length", type=int, default=32,
                    help="semi-autoregressive block size; divides --gen-length (default 32)")
     p.add_argument("--steps", type=int, default=None, help="baseline schedule steps (default: gen length)")
@@ -33,7 +33,7 @@ def _decode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="prompts decoded together (default 64)")
 
 
-def _config(args, default_gen_length: int = LONG_GEN_LENGTH):
+def _config(args, default_gen_length: int = SHORT_GEN_LENGTH):
     from learn2pd.decoding.config import DecodeConfig
     from learn2pd.models.loading import check_device
 

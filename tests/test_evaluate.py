@@ -69,3 +69,11 @@ def test_plan_families_group_sweep_points_and_keep_filters_apart():
     assert plan_family("localleap:kappa=0.8,tau=0.6+adablock:b0=16") == "localleap+adablock"
     assert plan_family("learned:threshold=0.8+eotp") == "learned+eotp"
     assert plan_family("learned:path=ckpt/pw,threshold=0.8+localleap+eotp") == "learned(pw)+localleap+eotp"
+
+
+@pytest.mark.parametrize(("tasks", "region"), [("arith,rev", 128), ("arith,chain", 256)])
+def test_the_default_region_fits_the_families(random_ckpt, tasks, region, capsys):
+    # this checkpoint's context is 96 tokens, so either default region is refused, naming its length
+    assert main(["evaluate", "--model", str(random_ckpt), "--tasks", tasks, "--num-samples", "2",
+                 "--policies", "vanilla", "--quiet"]) == 2
+    assert f"gen_length ({region}) exceeds" in capsys.readouterr().err
