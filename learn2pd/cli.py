@@ -39,9 +39,9 @@ def _config(args, default_gen_length: int = SHORT_GEN_LENGTH):
 
     check_device(args.device)
 
-    cfg = DecodeConfig(gen_length=args.gen_length or default_gen_length, block_length=args.block_length, steps=args.steps,
-                       temperature=args.temperature, cfg_scale=args.cfg_scale, remasking=args.remasking,
-                       seed=args.seed, cache=args.cache)
+    cfg = DecodeConfig(gen_length=args.gen_length or default_gen_length, block_length=args.block_length,
+                       steps=args.steps, temperature=args.temperature, cfg_scale=args.cfg_scale,
+                       remasking=args.remasking, seed=args.seed, cache=args.cache)
     cfg.validate()
     return cfg
 
@@ -100,7 +100,6 @@ def cmd_evaluate(args) -> int:
     from learn2pd.models.loading import load_model
     from learn2pd.tasks.fewshot import with_fewshot
     from learn2pd.tasks.loaders import load_problems
-
     from learn2pd.tasks.suite import default_gen_length
 
     _config(args)  # a bad device or region fails before anything is loaded

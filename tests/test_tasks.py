@@ -78,7 +78,7 @@ def test_every_table_line_has_what_it_copies_exactly_32_tokens_back(tiny):
     for p in heldout_problems(("table",), 50):
         prompt = format_prompt(tok, p.prompt)
         ids = prompt + tok(p.answer, add_special_tokens=False).input_ids
-        for k, line in enumerate(p.answer.split("\n")):
+        for k in range(p.answer.count("\n") + 1):
             start = len(prompt) + 8 * k  # one token per character, 8 per line with its newline
             copied = range(start + 1, start + 7) if k >= 4 else range(start, start + 6)  # not label / result
             assert [ids[i] for i in copied] == [ids[i - 32] for i in copied], (p.prompt, k)

@@ -18,21 +18,23 @@ line depends on:
   chain-of-thought answers look like, and where committing many tokens per forward costs accuracy.
   Graded on the final value, as GSM8K is.
 - `table` (parallel): `table h a:9+1=? b:5+0=? c:1-7=? d:6-3=?` gives four operations; the answer
-  writes them out with their results and cycles through them up to the last label (`a:9+1=0`, `b:5+0=5`, `c:1-7=4`,
-  `d:6-3=3`, `e:9+1=0`, ...). Line k repeats line k-4 but for its label: long copied stretches, four
-  computed results, nothing serial. Graded on the whole answer.
+  writes them out with their results and cycles through them up to the last label (`a:9+1=0`,
+  `b:5+0=5`, `c:1-7=4`, `d:6-3=3`, `e:9+1=0`, ...). Line k repeats line k-4 but for its label: long
+  copied stretches, four computed results, nothing serial. Graded on the whole answer.
 Every input of a line sits at a fixed distance: the line above (chain), or exactly 32 tokens back
-(table: the prompt's item of the same label for lines 1-4, line k-4 after). Two earlier designs made lines look an operation up by its
-place among the prompt's (the k-th of 24, or the (k mod 4)-th of 4); the tiny model learnt neither in
-1,200-2,300 CPU training steps (README).
-`short` and `long` select the two groups; `suite` and `all` mean all five.
+(table: the prompt's item of the same label for lines 1-4, line k-4 after). Two earlier designs made
+lines look an operation up by its place among the prompt's (the k-th of 24, or the (k mod 4)-th of 4);
+the tiny model learnt neither in 900-3,500 CPU training steps (README).
+`short` and `long` select the two groups, `all` both; `suite` is the short group until the embedded
+model trained on the long families ships (configs/pretrain/tiny-long.yaml).
 
 Held-out problems come from a separate seed and are excluded from the training stream.
 
 Sizes: the generators draw from fixed wide ranges (`DRAW`), and the suite keeps the problems within
-`SIZES` (3-6 steps, 3-7 digits, 3-8 letters, 8-16 chain lines, 10-24 table lines). Filtering, rather than drawing from narrower ranges,
-keeps every stream's problems and the held-out exclusion set the same whatever sizes a caller asks
-for: the tiny model's first training stages used the wide ranges and never saw a held-out problem.
+`SIZES` (3-6 steps, 3-7 digits, 3-8 letters, 8-16 chain lines, 10-24 table lines). Filtering, rather
+than drawing from narrower ranges, keeps every stream's problems and the held-out exclusion set the
+same whatever sizes a caller asks for: the tiny model's first training stages used the wide ranges and
+never saw a held-out problem.
 """
 
 from __future__ import annotations
