@@ -125,6 +125,11 @@ def test_stages_run_in_order_and_export_a_loadable_model(tmp_path):
     model, tok, spec = load_model(tmp_path / "tiny")
     assert spec.mask_id == tok.mask_token_id == 0 and model.config.d_model == 32
     assert len(list((tmp_path / "logs").rglob("hparams.yaml"))) == 2  # one logged run per stage
+    # --until-stage 1 stops after the first stage: one run, its weights exported
+    main(["--config", str(path), "--until-stage", "1", "--out", str(tmp_path / "first")])
+    assert len(list((tmp_path / "logs").rglob("hparams.yaml"))) == 3
+    first = load_model(tmp_path / "first")[0].state_dict()
+    assert any(not torch.equal(first[k], v) for k, v in model.state_dict().items())
 
 
 def test_cut_rows_end_right_after_the_answer_and_other_batches_are_unchanged():
