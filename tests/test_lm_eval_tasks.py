@@ -188,3 +188,21 @@ def test_a_gsm8k_style_task_prompts_with_its_shots_and_grades_with_its_filters(t
     assert strict.grade("6*7=42\n#### 42") and not strict.grade("so 42") and flexible.grade("so 42")
     # the output is cut at the task's stop sequence before the filter reads it
     assert flexible.grade("it is 42\nQuestion: and 5*5? 25") and not flexible.grade("it is 4\nQuestion: 42")
+
+
+def test_lm_eval_few_shot_prompts_have_learn2pds_few_shot_format(tmp_path):
+    # `lm_eval --num_fewshot K` on a learn2pd task must show the shots exactly as `--num-fewshot K` does
+    # (`question\nanswer\n` each, then the question): the format the tiny model is trained to read
+    from learn2pd.tasks.fewshot import with_fewshot
+    from learn2pd.tasks.lm_eval_tasks import lm_eval_problems
+
+    (tmp_path / "shots_arith.yaml").write_text(f"include: {LOCAL_TASKS / '_learn2pd_template_yaml'}\n"
+                                                "task: shots_arith\ndataset_kwargs:\n  family: arith\n"
+                                                "num_fewshot: 2\n")
+    [theirs] = lm_eval_problems("shots_arith", 1, include_path=tmp_path)
+    [ours] = with_fewshot(heldout_problems(("arith",), 1), 2)
+    shots, question = theirs.prompt.rsplit("\n", 1)
+    assert question == ours.prompt.rsplit("\n", 1)[1] == heldout_problems(("arith",), 1)[0].prompt
+    lines = shots.split("\n")
+    assert "" not in lines and lines[0].startswith("arith ") and sum(x.startswith("arith ") for x in lines) == 2
+    assert [x.startswith("#") for x in lines].count(True) == 2  # two solved problems, each ending on its result
