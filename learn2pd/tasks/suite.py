@@ -8,7 +8,7 @@ Five families, each a pure function of a seeded RNG. Three have short answers (3
   2-step chain costs nothing to commit at once and measures nothing about parallel decoding.
 - `sort`: sort a list of digits.
 - `rev`: reverse a string of letters.
-Two have long answers (65-194 characters: 3-7 blocks of 32, where block schedules, caches, End-of-Text
+Two have long answers (66-191 characters: 3-7 blocks of 32, where block schedules, caches, End-of-Text
 Prediction and a filter that must judge later blocks all matter). They share one line format,
 `label:x op y=z` (labels a, b, c, ... up to the last label the prompt names), and differ only in what a
 line depends on:
