@@ -25,7 +25,6 @@ tiny-model: install
 	$(PY) -m learn2pd.trainers.pretrain_tiny --config configs/pretrain/tiny.yaml --overwrite
 
 tiny-dream: install
-	$(PY) -m learn2pd.trainers.pretrain_tiny --config configs/pretrain/tiny.yaml --until-stage 7 --out outputs/tiny-llada-stage7
 	$(PY) -m learn2pd.trainers.pretrain_tiny --config configs/pretrain/tiny-dream.yaml --overwrite
 
 lint: install

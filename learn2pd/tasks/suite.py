@@ -39,6 +39,7 @@ never saw a held-out problem.
 
 from __future__ import annotations
 
+import itertools
 import random
 import re
 from collections.abc import Callable
@@ -156,8 +157,7 @@ def _chain(rng: random.Random) -> Problem:
 def _table(rng: random.Random) -> Problem:
     rows = [(rng.randint(0, 9), rng.choice("+-"), rng.randint(0, 9)) for _ in range(PERIOD)]
     labels = LABELS[: rng.randint(*DRAW["table"])]
-    lines = [f"{label}:{x}{op}{y}={_apply(x, op, y)}" for label, (x, op, y) in
-             ((label, rows[k % PERIOD]) for k, label in enumerate(labels))]
+    lines = [f"{label}:{x}{op}{y}={_apply(x, op, y)}" for label, (x, op, y) in zip(labels, itertools.cycle(rows))]
     # Given as answer-shaped 8-character items, so every answer line has the text it copies exactly 32
     # tokens before it: the prompt's item of its label (lines 1-4) or line k-4.
     given = " ".join(f"{line[:-1]}?" for line in lines[:PERIOD])
