@@ -8,7 +8,7 @@ import torch.nn.functional as F
 import yaml
 
 from learn2pd.models.tokenizer import build_char_tokenizer
-from learn2pd.trainers.pretrain_tiny import MaskedDiffusionModule, TaskBatches, main
+from learn2pd.trainers.pretrain_tiny import MaskedDiffusionModule, TaskBatches, main, stage_seed
 
 TOK = build_char_tokenizer()
 MODEL = dict(d_model=32, n_heads=2, n_layers=2, mlp_hidden_size=64, max_sequence_length=128, rope_theta=1e4,
@@ -42,13 +42,13 @@ def _rows(batch):
 def test_a_mixs_sizes_override_the_stages_for_its_batches():
     mixes = [{"weight": 0.5, "families": {"chain": 1.0}, "gen_lengths": {128: 1.0}, "sizes": {"chain": [8, 9]}},
              {"weight": 0.5, "families": {"chain": 1.0}, "gen_lengths": {224: 1.0}}]
-    batches = iter(TaskBatches(TOK, None, 8, None, seed=0, sizes={"chain": [20, 24]}, mixes=mixes))
+    batches = iter(TaskBatches(TOK, None, 8, None, seed=0, sizes={"chain": [14, 16]}, mixes=mixes))
     seen = collections.Counter()
     for _ in range(12):
         batch = next(batches)
-        lines = {ord(prompt.split()[2]) - ord("a") + 1 for prompt, _ in _rows(batch)}  # `chain 37 p`: 16
+        lines = {ord(prompt.split()[1]) - ord("a") + 1 for prompt, _ in _rows(batch)}  # `chain p ...`: 16
         short = batch[0].shape[1] - batch[2] == 128
-        assert lines <= ({8, 9} if short else set(range(20, 25))), lines
+        assert lines <= ({8, 9} if short else {14, 15, 16}), lines
         seen[short] += 1
     assert seen[True] >= 2 and seen[False] >= 2
 
@@ -238,3 +238,11 @@ def test_a_row_kind_with_the_whole_share_shapes_every_row(kind):
         else:  # blocks of 4 from position 2: every block after the first noisy one fully masked
             next_block = 2 + ((first - 2) // 4 + 1) * 4
             assert row[next_block:].all()
+
+
+def test_a_stage_keeps_the_data_seed_it_ran_with_when_it_names_one():
+    # stages moved from one config to another keep their data; the others draw seed + index
+    stages = yaml.safe_load(open("configs/pretrain/tiny.yaml"))["stages"]
+    cfg = {"seed": 0}
+    assert [stage_seed({**cfg, **st}, i) for i, st in enumerate(stages[:7])] == list(range(7))
+    assert stage_seed({**cfg, "data_seed": 12}, 11) == 12 and stage_seed({"seed": 5}, 2) == 7

@@ -39,23 +39,28 @@ def _mod(x: int, op: str, y: int) -> int:
     return (x + y) % 10 if op == "+" else (x - y) % 10
 
 
-def test_chain_lines_combine_the_previous_lines_numbers_by_the_sign_rule():
-    signs = set()
+def test_chain_lines_apply_the_prompts_operations_to_the_result_above():
+    signs, starts = set(), set()
     for p in heldout_problems(("chain",), 200):
-        _, start, last = p.prompt.split()
+        _, last, *given = p.prompt.split()
         lines = p.answer.split("\n")
-        x, y = int(start[0]), int(start[1])
-        assert [line[0] for line in lines[:-1]] == list("abcdefghijklmnopqrstuvwxyz"[: len(lines) - 1])
+        assert [g[:2] for g in given] == [f"{c}:" for c in "abcdefghijklmnop"]  # always 16 operations
+        assert [line[0] for line in lines[:-1]] == list("abcdefghijklmnop"[: len(lines) - 1])
         assert lines[-2][0] == last  # the prompt names the last line
-        for line in lines[:-1]:
+        x = int(given[0][2])  # the start value, in the first item only
+        assert all(g[2] == "?" and g.endswith("=?") for g in given[1:])
+        starts.add(x)
+        for line, item in zip(lines[:-1], given):
             label, a, op, b, z = _parse(line)
-            assert (a, op, b) == (x, "+" if y < 5 else "-", y)  # serial: the previous line's last two numbers
+            assert (a, op, b) == (x, item[3], int(item[4]))  # serial: the result above, fresh operation
             assert z == _mod(a, op, b)
             signs.add(op)
-            x, y = y, z
-        assert lines[-1] == f"#{y}" and p.target == str(y)
-        assert is_correct(p, "anything\n#" + str(y)) and not is_correct(p, p.answer[:-1] + str((y + 1) % 10))
-    assert signs == {"+", "-"}
+            x = z
+        assert lines[-1] == f"#{x}" and p.target == str(x)
+        assert is_correct(p, "anything\n#" + str(x)) and not is_correct(p, p.answer[:-1] + str((x + 1) % 10))
+    assert signs == {"+", "-"} and starts == set(range(10))
+    # no two held-out chains alike (the previous design had 100 chains in all: recall, not computation)
+    assert len({p.answer for p in heldout_problems(("chain",), 500)}) == 500
 
 
 def test_table_writes_out_the_prompts_four_operations_cyclically():
@@ -73,15 +78,20 @@ def test_table_writes_out_the_prompts_four_operations_cyclically():
         assert is_correct(p, p.answer) and not is_correct(p, wrong_line)
 
 
-def test_every_table_line_has_what_it_copies_exactly_32_tokens_back(tiny):
+@pytest.mark.parametrize(("family", "distance"), [("table", 32), ("chain", 128)])
+def test_every_long_line_has_what_it_copies_at_a_fixed_distance(tiny, family, distance):
     _, tok, _ = tiny
-    for p in heldout_problems(("table",), 50):
+    for p in heldout_problems((family,), 50):
         prompt = format_prompt(tok, p.prompt)
         ids = prompt + tok(p.answer, add_special_tokens=False).input_ids
-        for k in range(p.answer.count("\n") + 1):
+        for k in range(len(p.answer.split("\n")) - (family == "chain")):
             start = len(prompt) + 8 * k  # one token per character, 8 per line with its newline
-            copied = range(start + 1, start + 7) if k >= 4 else range(start, start + 6)  # not label / result
-            assert [ids[i] for i in copied] == [ids[i - 32] for i in copied], (p.prompt, k)
+            if family == "table":  # all but the label (lines 5+) / the result (lines 1-4)
+                copied = range(start + 1, start + 7) if k >= 4 else range(start, start + 6)
+            else:  # label, sign, operand (and line 1's start value); then the result above, 4 back
+                copied = [start, start + 1, start + 3, start + 4, start + 5] + ([start + 2] if k == 0 else [])
+                assert k == 0 or ids[start + 2] == ids[start + 2 - 4]
+            assert [ids[i] for i in copied] == [ids[i - distance] for i in copied], (p.prompt, k)
 
 
 def test_long_families_span_several_blocks_of_32():

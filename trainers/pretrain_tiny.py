@@ -334,6 +334,12 @@ def export(module: MaskedDiffusionModule, tokenizer, out: Path) -> None:
         tokenizer.save_pretrained(tmp)
 
 
+def stage_seed(cfg: dict, stage: int) -> int:
+    """A stage's data seed: `seed` + its index, unless it names its own (`data_seed`: the seed it ran
+    with, kept when stages move between configs)."""
+    return cfg.get("data_seed", cfg["seed"] + stage)
+
+
 def run_stage(cfg: dict, tok, out: Path, init, stage: int) -> MaskedDiffusionModule:
     """One stage: a fresh optimizer and LR schedule, weights from the previous stage, its own data seed."""
     model_cfg = dict(cfg["model"], vocab_size=len(tok), embedding_size=len(tok), mask_token_id=tok.mask_token_id,
@@ -351,7 +357,7 @@ def run_stage(cfg: dict, tok, out: Path, init, stage: int) -> MaskedDiffusionMod
     elif init is not None:
         module.model.load_state_dict(init.model.state_dict())
     batches = TaskBatches(tok, cfg.get("gen_lengths"), cfg["batch_size"], cfg.get("families", SUITE),
-                          cfg["seed"] + stage, cfg.get("sizes"), cfg.get("cut_fraction", 0.0), cfg.get("mixes"),
+                          stage_seed(cfg, stage), cfg.get("sizes"), cfg.get("cut_fraction", 0.0), cfg.get("mixes"),
                           cfg.get("fewshot"))
     trainer = L.Trainer(max_steps=cfg["max_steps"], accelerator="auto", devices=1, logger=L.pytorch.loggers.CSVLogger(
         cfg.get("log_dir", "runs/pretrain")), enable_checkpointing=False, gradient_clip_val=1.0,

@@ -12,19 +12,22 @@ Two have long answers (66-191 characters: 3-7 blocks of 32, where block schedule
 Prediction and a filter that must judge later blocks all matter). They share one line format,
 `label:x op y=z` (labels a, b, c, ... up to the last label the prompt names), and differ only in what a
 line depends on:
-- `chain` (serial): `chain 37 p` starts from the pair 3, 7; each line combines the previous line's two
-  last numbers, adding when the second is below 5 and subtracting otherwise (`a:3-7=6`, `b:7-6=1`,
-  `c:6+1=7`, ...), then `#` and the last result. A line cannot be known before the one above it: what
-  chain-of-thought answers look like, and where committing many tokens per forward costs accuracy.
-  Graded on the final value, as GSM8K is.
+- `chain` (serial): `chain p a:3+7=? b:?-6=? c:?+2=? ... p:?+9=?` gives a start value and 16
+  operations (always 16: unused ones after the last label); each line applies its operation to the
+  previous line's result (`a:3+7=0`, `b:0-6=4`, `c:4+2=6`, ...) up to the last label, then `#` and the
+  last result. Every line needs fresh input and the result above it: a line cannot be known before the
+  one above, what chain-of-thought answers look like, and where committing many tokens per forward
+  costs accuracy. Graded on the final value, as GSM8K is.
 - `table` (parallel): `table h a:9+1=? b:5+0=? c:1-7=? d:6-3=?` gives four operations; the answer
   writes them out with their results and cycles through them up to the last label (`a:9+1=0`,
   `b:5+0=5`, `c:1-7=4`, `d:6-3=3`, `e:9+1=0`, ...). Line k repeats line k-4 but for its label: long
   copied stretches, four computed results, nothing serial. Graded on the whole answer.
-Every input of a line sits at a fixed distance: the line above (chain), or exactly 32 tokens back
-(table: the prompt's item of the same label for lines 1-4, line k-4 after). Two earlier designs made
-lines look an operation up by its place among the prompt's (the k-th of 24, or the (k mod 4)-th of 4);
-the tiny model learnt neither in 900-3,500 CPU training steps (README).
+Every input of a line sits at a fixed distance: the prompt's item of the same label exactly 128 tokens
+back and the result 4 tokens back (chain), or exactly 32 tokens back (table: the prompt's item of the
+same label for lines 1-4, line k-4 after). Two earlier designs made lines look an operation up by its
+place among the prompt's (the k-th of 24, or the (k mod 4)-th of 4); the tiny model learnt neither in
+900-3,500 CPU training steps. A third chain, fixed by its first two numbers (each line combined the two
+above), had 100 distinct chains: writing one in a forward was recall, not parallel decoding (README).
 `short` and `long` select the two groups, `all` both; `suite` is the short group until the embedded
 model trained on the long families ships (configs/pretrain/tiny-long.yaml).
 
@@ -94,11 +97,12 @@ def is_correct(problem: Problem, output: str) -> bool:
 
 
 # what the generators draw
-DRAW = {"arith": (2, 6), "sort": (3, 10), "rev": (3, 12), "chain": (8, 24), "table": (8, 24)}
+DRAW = {"arith": (2, 6), "sort": (3, 10), "rev": (3, 12), "chain": (8, 16), "table": (8, 24)}
 # what the suite keeps
 SIZES = {"arith": (3, 6), "sort": (3, 7), "rev": (3, 8), "chain": (8, 16), "table": (10, 24)}
 LABELS = "abcdefghijklmnopqrstuvwxyz"
 PERIOD = 4  # table cycles through the 4 operations its prompt gives
+CHAIN_ITEMS = 16  # operations a chain prompt gives, whatever its length: line k reads item k 128 tokens back
 
 
 def size(problem: Problem) -> int:
@@ -137,21 +141,20 @@ def _apply(value: int, op: str, operand: int) -> int:
     return (value + operand) % 10 if op == "+" else (value - operand) % 10
 
 
-def _chain_sign(y: int) -> str:
-    """chain's rule: add to a small previous result, subtract from a large one (long cycles: median 18 lines)."""
-    return "+" if y < 5 else "-"
-
-
 def _chain(rng: random.Random) -> Problem:
-    x, y = rng.randint(0, 9), rng.randint(0, 9)
+    value = rng.randint(0, 9)
+    ops = [(rng.choice("+-"), rng.randint(0, 9)) for _ in range(CHAIN_ITEMS)]
     labels = LABELS[: rng.randint(*DRAW["chain"])]
-    prompt, lines = f"chain {x}{y} {labels[-1]}", []
-    for label in labels:
-        op = _chain_sign(y)
-        z = _apply(x, op, y)
-        lines.append(f"{label}:{x}{op}{y}={z}")
-        x, y = y, z
-    return Problem("chain", prompt, "\n".join(lines) + f"\n#{y}")
+    lines = []
+    for label, (op, y) in zip(labels, ops):
+        new = _apply(value, op, y)
+        lines.append(f"{label}:{value}{op}{y}={new}")
+        value = new
+    # Answer-shaped 8-character items (the start value in the first), so each line has its label, sign
+    # and operand exactly 8 * CHAIN_ITEMS tokens back and the result it starts from 4 tokens back.
+    given = " ".join(f"{label}:{lines[0][2] if k == 0 else '?'}{op}{y}=?"
+                     for k, (label, (op, y)) in enumerate(zip(LABELS, ops)))
+    return Problem("chain", f"chain {labels[-1]} {given}", "\n".join(lines) + f"\n#{value}")
 
 
 def _table(rng: random.Random) -> Problem:
