@@ -11,6 +11,20 @@ import yaml
 OVERWRITE_FLAG = "--overwrite true (or overwrite: true in the config)"
 
 
+def option(default=dataclasses.MISSING, help: str = "", factory=None):
+    """A config field with the help text its `--flag` shows (the default is added there)."""
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata={"help": help})
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+def _help(f: dataclasses.Field) -> str:
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    shown = yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("\n...").strip()  # as YAML
+    text = f.metadata.get("help", "")
+    return (f"{text} (default: {shown})" if text else f"default: {shown}").replace("%", "%%")
+
+
 def config_from_args(cls, argv, prog: str, description: str, example: str, skip: tuple[str, ...] = ()):
     """Build `cls` from `--config FILE` and one flag per field.
 
@@ -22,7 +36,7 @@ def config_from_args(cls, argv, prog: str, description: str, example: str, skip:
     ap.add_argument("--config", help=f"YAML file with {cls.__name__} keys ({example})")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in skip}
     for name in fields:
-        ap.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None)
+        ap.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, help=_help(fields[name]))
     args = ap.parse_args(argv)
     values = {}
     if args.config:

@@ -60,3 +60,22 @@ def test_trainer_flags_are_typed_by_yaml_and_strings_stay_text(tmp_path):
     bad.write_text("epochz: 3\n")
     with pytest.raises(ValueError, match="unknown keys \\['epochz'\\]"):
         filter_config(["--config", str(bad)])
+
+
+@pytest.mark.parametrize("module", ["learn2pd.traces.cli", "learn2pd.trainers.train_filter"])
+def test_every_config_flag_says_what_it_does_and_its_default(module, capsys):
+    import dataclasses
+    import importlib
+    import re
+
+    mod = importlib.import_module(module)
+    with pytest.raises(SystemExit):
+        mod.build_config(["--help"])
+    text = re.sub(r"\s+", " ", capsys.readouterr().out)
+    cls = mod.CollectConfig if hasattr(mod, "CollectConfig") else mod.TrainFilterConfig
+    for f in dataclasses.fields(cls):
+        flag = f"--{f.name.replace('_', '-')} {f.name.upper()} "
+        described = text.split(flag, 1)[1].split(" --", 1)[0]
+        assert f.metadata.get("help") and "(default: " in described, f.name
+    assert any(f"{line} (default: {n})" in text
+               for line, n in (("prompts to record", 2000), ("the best one by validation loss is exported", 40)))

@@ -12,7 +12,7 @@ import dataclasses
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from torchmetrics.functional.classification import binary_auroc
 
 from learn2pd.atomic import check_output
-from learn2pd.configfile import OVERWRITE_FLAG, config_from_args
+from learn2pd.configfile import OVERWRITE_FLAG, config_from_args, option
 from learn2pd.filters.compare import threshold_at_false_accept_rate
 from learn2pd.filters.data import split_prompts, trace_tensors
 from learn2pd.filters.models import FilterConfig, build_filter
@@ -31,23 +31,25 @@ from learn2pd.traces.store import load_traces, read_metadata
 
 @dataclass
 class TrainFilterConfig:
-    traces: str = "outputs/traces/tiny"
-    out: str = "outputs/filters/tiny-llada-filter"
-    filter: dict = field(default_factory=lambda: {"kind": "learn2pd"})
-    target: str = "filter"  # filter | eot
-    lr: float = 3e-3
-    weight_decay: float = 0.0
-    epochs: int = 40
-    batch_size: int = 64  # a few thousand step rows: at 4096 an epoch was one optimizer step (AUROC 0.68)
-    false_accept_weight: float = 1.0  # >1 penalises accepting a wrong token more than rejecting a right one
-    # Set the exported inference threshold on the validation split: the lowest one whose false-accept
-    # rate stays within this budget. None keeps filter.threshold (Learn2PD's published 0.96).
-    calibrate_false_accept: float | None = None
-    seed: int = 0
-    wandb: bool = True
-    wandb_project: str = "learn2pd"
-    log_dir: str = "runs/filter"
-    overwrite: bool = False  # needed to write into checkpoints/ (the shipped filters)
+    traces: str = option("outputs/traces/tiny", "a collect-traces output folder")
+    out: str = option("outputs/filters/tiny-llada-filter", "export folder (config.json + model.safetensors)")
+    filter: dict = option(help="filter kind and settings, e.g. {kind: positionwise}",
+                          factory=lambda: {"kind": "learn2pd"})
+    target: str = option("filter", "filter (is this prediction final?) or eot (does the answer end here?)")
+    lr: float = option(3e-3, "AdamW learning rate")
+    weight_decay: float = option(0.0, "AdamW weight decay")
+    epochs: int = option(40, "epochs; the best one by validation loss is exported")
+    # a few thousand step rows: at 4096 an epoch was one optimizer step (AUROC 0.68)
+    batch_size: int = option(64, "step rows per optimizer step")
+    false_accept_weight: float = option(1.0, ">1 penalises accepting a wrong token more than rejecting a right one")
+    calibrate_false_accept: float | None = option(
+        None, "set the exported threshold on validation: the lowest whose false-accept rate stays within "
+        "this budget; null keeps filter.threshold (Learn2PD's 0.96)")
+    seed: int = option(0, "split and initialisation seed")
+    wandb: bool = option(True, "log to Weights & Biases (offline unless logged in)")
+    wandb_project: str = option("learn2pd", "W&B project")
+    log_dir: str = option("runs/filter", "CSV logs and the W&B offline run")
+    overwrite: bool = option(False, "needed to write into checkpoints/ (the shipped filters)")
 
 
 def _metrics(logits, labels, threshold) -> dict:

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from learn2pd import __version__
 from learn2pd.atomic import check_output
-from learn2pd.configfile import OVERWRITE_FLAG
+from learn2pd.configfile import OVERWRITE_FLAG, option
 from learn2pd.decoding.batching import decode_batch, encode_prompts, length_batches
 from learn2pd.decoding.config import DecodeConfig
 from learn2pd.filters.features import logit_features
@@ -38,26 +38,26 @@ REFERENCE_PLANS = ("vanilla", "vanilla+eotp")
 
 @dataclass
 class CollectConfig:
-    out: str = "outputs/traces/tiny"
-    model: str | None = None  # default: the embedded tiny dLLM
-    tasks: str = "train:suite"  # see learn2pd.tasks.loaders.load_problems
-    num_prompts: int = 2000
-    mode: str = "oracle-replay"
-    reference_plan: str = "vanilla"  # or vanilla+eotp (see the module docstring)
-    gen_length: int = 128
-    block_length: int = 32
-    steps: int | None = None
-    cache: str = "none"  # KV cache of the decodes: none, prefix or dual
-    num_fewshot: int = 0  # solved training problems of the same family before each question
-    batch_size: int = 64
-    devices: int = 1
-    dtype: str = "float32"
-    device: str = "cpu"
-    seed: int = 0
-    question_field: str = "question"
-    answer_field: str = "answer"
-    split: str = "train"
-    overwrite: bool = False  # needed to write into checkpoints/ (the shipped models and filters)
+    out: str = option("outputs/traces/tiny", "output folder (shards, run.json, the merged dataset in OUT/traces)")
+    model: str | None = option(None, "checkpoint folder or hub id; null: the embedded tiny dLLM")
+    tasks: str = option("train:suite", "prompts: train:FAMILIES (never held out), a .jsonl file or a hub dataset")
+    num_prompts: int = option(2000, "prompts to record")
+    mode: str = option("oracle-replay", f"one of {', '.join(MODES)}")
+    reference_plan: str = option("vanilla", f"the reference decode: {' or '.join(REFERENCE_PLANS)} (stops at its end)")
+    gen_length: int = option(128, "generation region, tokens")
+    block_length: int = option(32, "semi-autoregressive block, tokens")
+    steps: int | None = option(None, "total steps of the vanilla reference; null: one token per step")
+    cache: str = option("none", "KV cache of the decodes: none, prefix or dual")
+    num_fewshot: int = option(0, "solved training problems of the same family before each question")
+    batch_size: int = option(64, "prompts per decode batch")
+    devices: int = option(1, "processes to shard prompts over (Lightning Fabric)")
+    dtype: str = option("float32", "float32, bfloat16 or auto (bf16 where the CPU/GPU has bf16 units)")
+    device: str = option("cpu", "cpu, cuda, cuda:N")
+    seed: int = option(0, "decode seed (recorded)")
+    question_field: str = option("question", "question field of a .jsonl file or hub dataset")
+    answer_field: str = option("answer", "answer field of a .jsonl file or hub dataset")
+    split: str = option("train", "hub dataset split")
+    overwrite: bool = option(False, "needed to write into checkpoints/ (the shipped models and filters)")
 
     def decode_config(self) -> DecodeConfig:
         return DecodeConfig(gen_length=self.gen_length, block_length=self.block_length, steps=self.steps,
