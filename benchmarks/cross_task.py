@@ -1,8 +1,10 @@
 """Cross-task robustness: a filter trained on traces of the other task families, decoding an unseen one.
 
     python benchmarks/cross_task.py --unseen rev [--num-traces 512] [--num-samples 300] [--kind positionwise]
+                                    [--seen arith,sort] [--gen-length 128]
 
-Collects oracle-replay traces on training problems of the other families only, trains the Learn2PD
+Collects oracle-replay traces on training problems of the other families of the suite only (or `--seen`),
+trains the Learn2PD
 filter and the End-of-Text predictor on them, then evaluates vanilla and the learned plans on held-out
 problems of the unseen family. Prints the table and each plan's accuracy minus vanilla's.
 """
@@ -17,22 +19,26 @@ from learn2pd.decoding.engine import DecodeConfig
 from learn2pd.evaluation.report import markdown_table
 from learn2pd.evaluation.runner import evaluate
 from learn2pd.models.loading import load_model
-from learn2pd.tasks.suite import SUITE, heldout_problems
+from learn2pd.tasks.suite import FAMILIES, SUITE, default_gen_length, heldout_problems
 from learn2pd.traces import CollectConfig, collect_traces
 from learn2pd.trainers.train_filter import TrainFilterConfig, train_filter
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--unseen", default="rev", choices=SUITE)
+    ap.add_argument("--unseen", default="rev", choices=FAMILIES)
+    ap.add_argument("--seen", help="families to train on, comma-separated (default: the suite's others)")
     ap.add_argument("--num-traces", type=int, default=512)
     ap.add_argument("--num-samples", type=int, default=300)
-    ap.add_argument("--gen-length", type=int, default=128)
+    ap.add_argument("--gen-length", type=int, help="default: 256 if a long family is involved, else 128")
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--kind", default="learn2pd", choices=["learn2pd", "positionwise"], help="filter to train")
     ap.add_argument("--out", help="keep traces and filters here (default: a temporary folder)")
     args = ap.parse_args()
-    seen = [f for f in SUITE if f != args.unseen]
+    seen = args.seen.split(",") if args.seen else [f for f in SUITE if f != args.unseen]
+    if args.unseen in seen or not set(seen) <= set(FAMILIES):
+        ap.error(f"--seen {','.join(seen)}: families of {', '.join(FAMILIES)}, without the unseen {args.unseen}")
+    args.gen_length = args.gen_length or default_gen_length([*seen, args.unseen])
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out or tmp)
         traces = collect_traces(CollectConfig(out=str(out / "traces"), tasks="train:" + ",".join(seen),

@@ -18,12 +18,20 @@ from learn2pd.harness import Learn2PDLM  # noqa: E402
 from learn2pd.tasks.lm_eval_data import data_file, jsonl  # noqa: E402
 from learn2pd.tasks.lm_eval_tasks import LOCAL_TASKS  # noqa: E402
 from learn2pd.tasks.loaders import load_problems  # noqa: E402
-from learn2pd.tasks.suite import SHORT_FAMILIES as FAMILIES  # noqa: E402
-from learn2pd.tasks.suite import Problem, heldout_problems, is_correct  # noqa: E402
+from learn2pd.tasks.suite import (  # noqa: E402
+    LONG_FAMILIES,
+    SHORT_FAMILIES,
+    Problem,
+    heldout_problems,
+    is_correct,
+)
+
+FAMILIES = SHORT_FAMILIES + LONG_FAMILIES
 
 PLAN = "threshold:tau=0.5+eotp"  # a low threshold: some arith answers are wrong, so grading is exercised both ways
 LIMIT = 4  # per family
 CFG = DecodeConfig(gen_length=128, block_length=32)
+LONG_CFG = DecodeConfig(gen_length=256, block_length=32)
 
 
 def test_shipped_data_is_the_suite():
@@ -31,7 +39,8 @@ def test_shipped_data_is_the_suite():
         for split in ("test", "fewshot"):
             assert data_file(family, split).read_text(encoding="utf-8") == jsonl(family, split), (family, split)
     fewshot = {json.loads(x)["question"] for f in FAMILIES for x in data_file(f, "fewshot").read_text().splitlines()}
-    assert not fewshot & {p.prompt for p in heldout_problems(n=3000)}  # a few-shot example is never a test problem
+    # a few-shot example is never a test problem
+    assert not fewshot & {p.prompt for p in heldout_problems(FAMILIES, n=5000)}
 
 
 def test_lm_eval_grading_is_the_suite_rule():
@@ -47,44 +56,59 @@ def test_lm_eval_grading_is_the_suite_rule():
         assert True in grades and False in grades
 
 
+GROUPS = {"learn2pd_suite": (SHORT_FAMILIES, CFG), "learn2pd_long": (LONG_FAMILIES, LONG_CFG)}
+
+
+def _ours(tiny, group):
+    model, tok, spec = tiny
+    families, cfg = GROUPS[group]
+    problems = heldout_problems(families, n=LIMIT * len(families))  # families interleaved: the first LIMIT of each
+    return evaluate(model, tok, spec, problems, [PLAN], cfg, progress=False)["results"][0]
+
+
 @pytest.fixture(scope="module")
 def suite_eval(tiny):
-    model, tok, spec = tiny
-    problems = heldout_problems(FAMILIES, n=LIMIT * len(FAMILIES))  # families interleaved: the first LIMIT of each
-    return evaluate(model, tok, spec, problems, [PLAN], CFG, progress=False)["results"][0]
+    return _ours(tiny, "learn2pd_suite")
 
 
-def test_lm_eval_accuracy_equals_learn2pd_evaluate(tiny, suite_eval, one_thread):
+@pytest.mark.parametrize("group", GROUPS)
+def test_lm_eval_accuracy_equals_learn2pd_evaluate(tiny, suite_eval, one_thread, group):
     model, tok, spec = tiny
-    lm = Learn2PDLM(model, tokenizer=tok, spec=spec, plan=PLAN, gen_length=CFG.gen_length,
-                    block_length=CFG.block_length)
-    out = lm_eval.simple_evaluate(model=lm, tasks=["learn2pd_suite"], limit=LIMIT, log_samples=True,
+    families, cfg = GROUPS[group]
+    longest = max(len(tok(p.prompt).input_ids) for p in heldout_problems(families, n=LIMIT * len(families)))
+    if longest + 1 + cfg.gen_length > spec.context_length:
+        pytest.skip(f"{group} at gen {cfg.gen_length} does not fit the shipped model's context ({spec.context_length})")
+    ours_all = suite_eval if group == "learn2pd_suite" else _ours(tiny, group)
+    # no gen_length: each request decodes its task's max_gen_toks (128 short, 256 long)
+    lm = Learn2PDLM(model, tokenizer=tok, spec=spec, plan=PLAN, block_length=cfg.block_length)
+    out = lm_eval.simple_evaluate(model=lm, tasks=[group], limit=LIMIT, log_samples=True,
                                   task_manager=TaskManager(include_path=str(LOCAL_TASKS), include_defaults=False))
     cost = out["config"]["learn2pd"]["decoding_cost"]
-    for family in FAMILIES:
+    for family in families:
         task = f"learn2pd_{family}"
         acc = 100 * out["results"][task]["exact_match,answer"]
-        ours = suite_eval["per_family"][family]
+        ours = ours_all["per_family"][family]
         print(f"{task}: lm_eval {acc:.1f}% NFE {cost[task]['nfe_per_sample']:.2f} | learn2pd evaluate "
               f"{ours['accuracy']:.1f}% NFE {ours['nfe_mean']:.2f}")
         assert acc == pytest.approx(ours["accuracy"]) and cost[task]["nfe_per_sample"] == ours["nfe_mean"]
         samples = sorted(out["samples"][task], key=lambda s: s["doc_id"])
-        records = [r for r in suite_eval["records"] if r["family"] == family]
+        records = [r for r in ours_all["records"] if r["family"] == family]
         assert [s["resps"][0][0] for s in samples] == [r["output"] for r in records]
         assert [bool(s["exact_match"]) for s in samples] == [r["correct"] for r in records]
-    suite = 100 * out["results"]["learn2pd_suite"]["exact_match,answer"]
-    print(f"learn2pd_suite: lm_eval {suite:.1f}% | learn2pd evaluate {suite_eval['accuracy']:.1f}%")
-    assert suite == pytest.approx(suite_eval["accuracy"])
+    total = 100 * out["results"][group]["exact_match,answer"]
+    print(f"{group}: lm_eval {total:.1f}% | learn2pd evaluate {ours_all['accuracy']:.1f}%")
+    assert total == pytest.approx(ours_all["accuracy"])
 
 
 def test_evaluate_takes_an_lm_eval_task(tiny, suite_eval):
     model, tok, spec = tiny
-    problems = load_problems("lm_eval:learn2pd_suite", LIMIT * len(FAMILIES))
-    assert [p.prompt for p in problems] == [p.prompt for p in heldout_problems(FAMILIES, n=len(problems))]
+    problems = load_problems("lm_eval:learn2pd_suite", LIMIT * len(SHORT_FAMILIES))
+    assert [p.prompt for p in problems] == [p.prompt for p in heldout_problems(SHORT_FAMILIES, n=len(problems))]
     r = evaluate(model, tok, spec, problems, [PLAN], CFG, progress=False)["results"][0]
     assert [(x["output"], x["correct"]) for x in r["records"]] == [(x["output"], x["correct"])
                                                                    for x in suite_eval["records"]]
-    assert set(r["per_family"]) == {f"learn2pd_{f}" for f in FAMILIES} and r["accuracy"] == suite_eval["accuracy"]
+    assert set(r["per_family"]) == {f"learn2pd_{f}" for f in SHORT_FAMILIES}
+    assert r["accuracy"] == suite_eval["accuracy"]
 
 
 def test_runner_and_traces_grade_with_the_problems_grader(tiny, tmp_path):

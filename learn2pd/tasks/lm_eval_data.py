@@ -12,7 +12,7 @@ import itertools
 import json
 from pathlib import Path
 
-from learn2pd.tasks.suite import SHORT_FAMILIES, heldout_problems, train_problems
+from learn2pd.tasks.suite import FAMILIES, heldout_problems, train_problems
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "configs" / "lm_eval" / "data"
 PER_FAMILY = 1000  # the first held-out problems of each family, in `heldout_problems` order
@@ -38,7 +38,7 @@ def main() -> None:
     from learn2pd.atomic import write_atomic
 
     DATA_DIR.mkdir(parents=True, exist_ok=True)
-    for family in SHORT_FAMILIES:
+    for family in FAMILIES:
         for split in ("test", "fewshot"):
             print(f"wrote {write_atomic(data_file(family, split), jsonl(family, split))}")
 
