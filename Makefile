@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_OUT ?= outputs/demo
 
-.PHONY: install test demo tiny-model tiny-dream lint clean
+.PHONY: install test demo tiny-model tiny-filters tiny-dream lint clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -23,6 +23,15 @@ demo: install
 # Rebuilds the shipped checkpoints/tiny-llada: the one target allowed to write there.
 tiny-model: install
 	$(PY) -m learn2pd.trainers.pretrain_tiny --config configs/pretrain/tiny.yaml --overwrite
+
+# Rebuilds the shipped filters of checkpoints/tiny-llada from fresh traces (run it after tiny-model).
+tiny-filters: install
+	rm -rf outputs/traces/tiny
+	$(VENV)/bin/collect-traces --config configs/collect/tiny.yaml
+	$(VENV)/bin/train-filter --config configs/filter/tiny.yaml --out checkpoints/tiny-llada-filter --overwrite true
+	$(VENV)/bin/train-filter --config configs/filter/tiny-eot.yaml --out checkpoints/tiny-llada-eot --overwrite true
+	$(VENV)/bin/train-filter --config configs/filter/tiny-positionwise.yaml \
+		--out checkpoints/tiny-llada-filter-positionwise --overwrite true
 
 tiny-dream: install
 	$(PY) -m learn2pd.trainers.pretrain_tiny --config configs/pretrain/tiny-dream.yaml --overwrite
