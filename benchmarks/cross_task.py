@@ -3,10 +3,9 @@
     python benchmarks/cross_task.py --unseen rev [--num-traces 512] [--num-samples 300] [--kind positionwise]
                                     [--seen arith,sort] [--gen-length 128]
 
-Collects oracle-replay traces on training problems of the other families of the suite only (or `--seen`),
-trains the Learn2PD
-filter and the End-of-Text predictor on them, then evaluates vanilla and the learned plans on held-out
-problems of the unseen family. Prints the table and each plan's accuracy minus vanilla's.
+Collects oracle-replay traces on training problems of the suite's other families only (or `--seen`'s),
+trains the Learn2PD filter and the End-of-Text predictor on them, then evaluates vanilla and the learned
+plans on held-out problems of the unseen family. Prints the table and each plan's accuracy minus vanilla's.
 """
 
 from __future__ import annotations

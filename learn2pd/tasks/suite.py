@@ -142,7 +142,7 @@ def _apply(value: int, op: str, operand: int) -> int:
 
 
 def _chain(rng: random.Random) -> Problem:
-    value = rng.randint(0, 9)
+    start = value = rng.randint(0, 9)
     ops = [(rng.choice("+-"), rng.randint(0, 9)) for _ in range(CHAIN_ITEMS)]
     labels = LABELS[: rng.randint(*DRAW["chain"])]
     lines = []
@@ -152,7 +152,7 @@ def _chain(rng: random.Random) -> Problem:
         value = new
     # Answer-shaped 8-character items (the start value in the first), so each line has its label, sign
     # and operand exactly 8 * CHAIN_ITEMS tokens back and the result it starts from 4 tokens back.
-    given = " ".join(f"{label}:{lines[0][2] if k == 0 else '?'}{op}{y}=?"
+    given = " ".join(f"{label}:{start if k == 0 else '?'}{op}{y}=?"
                      for k, (label, (op, y)) in enumerate(zip(LABELS, ops)))
     return Problem("chain", f"chain {labels[-1]} {given}", "\n".join(lines) + f"\n#{value}")
 
