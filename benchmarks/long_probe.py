@@ -9,22 +9,18 @@ Per family (chain, table), on held-out problems:
   operation of its label (128 tokens back) and the result of the line above; a table line reads the
   prompt's operation of the same label (lines 1-4) or line k-4 (line 8), 32 tokens back.
 A model that solves a family one token at a time must score near 100% on the second probe.
-It also prints how many of the held-out chains are, but for their `#` line, the start of a chain in the
-first 3,000 training problems (recall, not computation, could write those): 60% under the previous
-chain design, fixed by its first two numbers; none under today's, which draws an operation per line.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import statistics
 
 import torch
 
 from learn2pd.models.loading import load_model
 from learn2pd.tasks.prompting import format_prompt
-from learn2pd.tasks.suite import LONG_FAMILIES, heldout_problems, train_problems
+from learn2pd.tasks.suite import LONG_FAMILIES, heldout_problems
 
 
 @torch.no_grad()
@@ -35,13 +31,6 @@ def probe(model, spec, prompt: list[int], answer: list[int], lines: list[str], g
     region = answer[:start] + [spec.mask_id] * (gen_length - start)
     logits = model(torch.tensor([prompt + region])).logits[0, len(prompt):]
     return logits[start:end].argmax(-1).tolist() == answer[start:end]
-
-
-def seen_chain_share(problems) -> float:
-    """% of held-out chains whose lines (all but `#`) start a chain of the first 3,000 training problems."""
-    trained = [p.answer for p in itertools.islice(train_problems(("chain",)), 3000)]
-    heads = [p.answer.rsplit("\n", 1)[0] + "\n" for p in problems]
-    return 100.0 * sum(any(a.startswith(h) for a in trained) for h in heads) / len(heads)
 
 
 def main():
@@ -68,8 +57,6 @@ def main():
         rates = [100.0 * sum(probe(model, spec, *e, args.gen_length, k) for e in encoded) / len(encoded)
                  for k in (0, 1, 2, 3, 7)]
         print(f"{family:>7} {rates[0]:20.1f} {rates[1]:11.1f} {rates[2]:13.1f} {rates[3]:13.1f} {rates[4]:13.1f}")
-    chains = heldout_problems(("chain",), args.num_samples)
-    print(f"{seen_chain_share(chains):.0f}% of these held-out chains are, but for `#`, the start of a training chain")
 
 
 if __name__ == "__main__":
