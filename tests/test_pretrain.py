@@ -132,15 +132,20 @@ def test_stages_run_in_order_and_export_a_loadable_model(tmp_path):
     assert any(not torch.equal(first[k], v) for k, v in model.state_dict().items())
 
 
-def test_cut_rows_end_right_after_the_answer_and_other_batches_are_unchanged():
-    plain = next(iter(TaskBatches(TOK, {40: 1.0}, 8, ["arith", "sort", "rev"], seed=0)))
-    cut = next(iter(TaskBatches(TOK, {40: 1.0}, 8, ["arith", "sort", "rev"], seed=0, cut_fraction=1.0)))
+@pytest.mark.parametrize("spread", [4, 32])
+def test_cut_rows_end_within_the_spread_after_the_answer_and_other_batches_are_unchanged(spread):
+    plain = next(iter(TaskBatches(TOK, {80: 1.0}, 64, ["arith", "sort", "rev"], seed=0)))
+    cut = next(iter(TaskBatches(TOK, {80: 1.0}, 64, ["arith", "sort", "rev"], seed=0, cut_fraction=1.0,
+                                cut_spread=spread)))
     assert torch.equal(plain[0], cut[0])  # same problems and tokens; only the attention mask differs
     p = plain[2]
+    past = []
     for row, live in zip(cut[0], cut[1]):
         answer_end = (row[p:] == TOK.eos_token_id).int().argmax().item()  # first EOS
         kept = int(live[p:].sum())
-        assert answer_end + 1 <= kept <= answer_end + 4 and live[p:p + kept].all()
+        assert answer_end + 1 <= kept <= answer_end + spread and live[p:p + kept].all()
+        past.append(kept - answer_end)
+    assert max(past) > spread // 2  # the whole spread is drawn, not only its start
 
 
 def test_suffix_mask_covers_everything_from_a_cut_inside_the_answer():

@@ -89,16 +89,19 @@ class TaskBatches(IterableDataset):
     """
 
     def __init__(self, tokenizer, gen_lengths: dict, batch_size: int, families, seed: int, sizes=None,
-                 cut_fraction: float = 0.0, mixes: list | None = None, fewshot: dict | None = None):
+                 cut_fraction: float = 0.0, mixes: list | None = None, fewshot: dict | None = None,
+                 cut_spread: int = 4):
         self.tok, self.batch_size = tokenizer, batch_size
         # gen_lengths {gen_length: weight}: most batches use a short generation region (cheap), the rest the
         # full evaluation length so the model learns to fill long EOS padding.
         # families: a list (taken in turn) or {family: weight} (drawn at random, e.g. more of the hard one)
         self.mixes = mixes or [{"weight": 1.0, "families": families, "gen_lengths": gen_lengths}]
         self.seed, self.sizes, self.fewshot = seed, sizes, fewshot
-        # Share of rows whose generation region ends 1-4 positions after the answer (the rest is masked
-        # out of attention and loss): what the model sees once EoTP drops the cut positions.
-        self.cut_fraction = cut_fraction
+        # Share of rows whose generation region ends 1..cut_spread positions after the answer (the rest is
+        # masked out of attention and loss): what the model sees once EoTP drops the cut positions. EoTP
+        # cuts at the block's most confident end, anywhere up to a block past the answer: a narrow spread
+        # teaches the model that the region's last position marks the answer's end.
+        self.cut_fraction, self.cut_spread = cut_fraction, cut_spread
 
     def _problems(self, families, rng: random.Random, sizes=None):
         sizes = {**(self.sizes or {}), **(sizes or {})} or None
@@ -154,7 +157,7 @@ class TaskBatches(IterableDataset):
             for j, a in enumerate(encoded):
                 answers[j, : len(a)] = torch.tensor(a)
                 if self.cut_fraction and cut_rng.random() < self.cut_fraction:
-                    live[j, len(a) + 1 + cut_rng.randint(0, 3):] = 0
+                    live[j, len(a) + 1 + cut_rng.randint(0, self.cut_spread - 1):] = 0
             yield torch.cat([ids, answers], 1), torch.cat([mask, live], 1), ids.shape[1]
 
 
@@ -358,7 +361,7 @@ def run_stage(cfg: dict, tok, out: Path, init, stage: int) -> MaskedDiffusionMod
         module.model.load_state_dict(init.model.state_dict())
     batches = TaskBatches(tok, cfg.get("gen_lengths"), cfg["batch_size"], cfg.get("families", SUITE),
                           stage_seed(cfg, stage), cfg.get("sizes"), cfg.get("cut_fraction", 0.0), cfg.get("mixes"),
-                          cfg.get("fewshot"))
+                          cfg.get("fewshot"), cfg.get("cut_spread", 4))
     trainer = L.Trainer(max_steps=cfg["max_steps"], accelerator="auto", devices=1, logger=L.pytorch.loggers.CSVLogger(
         cfg.get("log_dir", "runs/pretrain")), enable_checkpointing=False, gradient_clip_val=1.0,
         precision=cfg.get("precision", "32-true"), log_every_n_steps=20,
