@@ -187,6 +187,22 @@ def test_block_state_mask_is_clean_before_the_block_noisy_in_it_and_masked_after
     assert not mask[:, :2].any()  # the prompt is never masked
 
 
+def test_end_block_rows_are_in_the_block_holding_the_answers_first_eos():
+    from learn2pd.trainers.pretrain_tiny import block_state_mask, end_block_u
+
+    # prompt of 2, region of 10 in blocks of 4; first EOS (1) at region positions 1, 5 and 9
+    ids = torch.full((3, 12), 7)
+    for row, end in enumerate([1, 5, 9]):
+        ids[row, 2 + end:] = 1
+    gen = (torch.arange(12)[None] >= 2).expand(3, 12)
+    u = end_block_u(ids, gen, 2, 1, 4)
+    mask = block_state_mask(gen, 2, 4, torch.zeros(3, 12, dtype=torch.bool), u)
+    # no noise drawn: the end block is clean, every later position masked
+    assert mask[0].nonzero().flatten().tolist() == [6, 7, 8, 9, 10, 11]
+    assert mask[1].nonzero().flatten().tolist() == [10, 11]
+    assert not mask[2].any()  # the end in the last block
+
+
 def test_confidence_ordered_rows_keep_the_least_confident_answer_tokens_masked():
     torch.manual_seed(0)
     cfg = dict(MODEL, vocab_size=len(TOK), embedding_size=len(TOK), mask_token_id=0, eos_token_id=1, pad_token_id=1)

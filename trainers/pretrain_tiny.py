@@ -29,6 +29,9 @@ block 32). After stage 5 the model sorted "5 6 4" right at gen 16 and wrote "4 4
 later blocks masked. A share of rows is drawn in that state: earlier blocks clean, one block at rate t,
 the rest masked.
 
+`end_block_fraction` of those rows are at the block holding the answer's end: the state End-of-Text
+Prediction cuts in (with the whole block masked, its most confident end token places the cut).
+
 Confidence-ordered rows (`ordered_fraction`): decoding one token at a time commits the end (EOS,
 padding) and the separators first, then the digits the model is surest of, so the digits it doubts most
 are predicted last, with the rest of the answer visible. After stage 6 the model filled "0 0 5 _ 8" with
@@ -176,7 +179,8 @@ class MaskedDiffusionModule(L.LightningModule):
     def __init__(self, model_config: dict, lr: float, warmup_steps: int, max_steps: int, mask_id: int,
                  loss_weighting: str = "inverse_t", pad_weight: float = 1.0, eos_id: int = 1,
                  suffix_fraction: float = 0.0, suffix_cut_after: int | None = None,
-                 block_fraction: float = 0.0, block_length: int = 32, ordered_fraction: float = 0.0):
+                 block_fraction: float = 0.0, block_length: int = 32, ordered_fraction: float = 0.0,
+                 end_block_fraction: float = 0.0):
         super().__init__()
         self.save_hyperparameters()
         self.model = build_model(model_config)
@@ -210,7 +214,11 @@ class MaskedDiffusionModule(L.LightningModule):
             masked = torch.where((kind == 0)[:, None], suffix, masked)
         if hp.block_fraction:
             # a semi-autoregressive state: earlier blocks clean, one block masked at rate t, later ones masked
-            state = block_state_mask(gen, prompt_len, hp.block_length, masked, torch.rand(B, device=ids.device))
+            u = torch.rand(B, device=ids.device)
+            if hp.end_block_fraction:  # End-of-Text Prediction decides the end in the block holding it
+                u = torch.where(torch.rand(B, device=ids.device) < hp.end_block_fraction,
+                                end_block_u(ids, gen, prompt_len, hp.eos_id, hp.block_length), u)
+            state = block_state_mask(gen, prompt_len, hp.block_length, masked, u)
             masked = torch.where((kind == 1)[:, None], state, masked)
         if hp.ordered_fraction:
             # where one-token-at-a-time decoding goes: the answer tokens the model is most sure of (fully
@@ -285,6 +293,13 @@ def answer_span(ids, gen, eos_id: int) -> torch.Tensor:
     return gen & (eos.int().cumsum(1) == 0)
 
 
+def end_block_u(ids, gen, prompt_len: int, eos_id: int, block_length: int) -> torch.Tensor:
+    """Per row, the `u` for which `block_state_mask` draws the block holding the answer's first EOS."""
+    n_blocks = math.ceil((ids.shape[1] - prompt_len) / block_length)
+    end = answer_span(ids, gen, eos_id).sum(1)  # the first EOS, counted from the region's start
+    return ((end // block_length).clamp(max=n_blocks - 1) + 0.5) / n_blocks
+
+
 def block_state_mask(gen, prompt_len: int, block_length: int, noise, u: torch.Tensor) -> torch.Tensor:
     """Per row, the state semi-autoregressive decoding is in at some block k (drawn uniformly from `u`):
     generation blocks before k clean, block k masked where `noise` is, every later position masked."""
@@ -354,7 +369,7 @@ def run_stage(cfg: dict, tok, out: Path, init, stage: int) -> MaskedDiffusionMod
                                    cfg.get("loss_weighting", "inverse_t"), cfg.get("pad_weight", 1.0),
                                    tok.eos_token_id, cfg.get("suffix_fraction", 0.0), cut_after,
                                    cfg.get("block_fraction", 0.0), cfg.get("block_length", 32),
-                                   cfg.get("ordered_fraction", 0.0))
+                                   cfg.get("ordered_fraction", 0.0), cfg.get("end_block_fraction", 0.0))
     if init is not None and type(init.model) is not type(module.model):
         dream_from_llada(module.model, init.model)  # a Dream stage started from LLaDA weights
     elif init is not None:
