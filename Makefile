@@ -20,9 +20,13 @@ test: install
 demo: install
 	$(VENV)/bin/learn2pd demo --out $(DEMO_OUT)
 
-# Rebuilds the shipped checkpoints/tiny-llada: the one target allowed to write there.
-tiny-model: install
+# The tiny LLaDA on the short families (tiny.yaml), which tiny-long.yaml and tiny-dream.yaml start from.
+outputs/tiny-llada-short/model.safetensors: configs/pretrain/tiny.yaml | install
 	$(PY) -m learn2pd.trainers.pretrain_tiny --config configs/pretrain/tiny.yaml --overwrite
+
+# Rebuilds the shipped checkpoints/tiny-llada: the one target allowed to write there.
+tiny-model: outputs/tiny-llada-short/model.safetensors
+	$(PY) -m learn2pd.trainers.pretrain_tiny --config configs/pretrain/tiny-long.yaml --overwrite
 
 # Rebuilds the shipped filters of checkpoints/tiny-llada from fresh traces (run it after tiny-model).
 tiny-filters: install
@@ -33,7 +37,7 @@ tiny-filters: install
 	$(VENV)/bin/train-filter --config configs/filter/tiny-positionwise.yaml \
 		--out checkpoints/tiny-llada-filter-positionwise --overwrite true
 
-tiny-dream: install
+tiny-dream: outputs/tiny-llada-short/model.safetensors
 	$(PY) -m learn2pd.trainers.pretrain_tiny --config configs/pretrain/tiny-dream.yaml --overwrite
 
 lint: install

@@ -183,8 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="end to end on the embedded tiny dLLM: traces, filter, evaluation")
     d.add_argument("--out", default="outputs/demo", help="folder for traces, filters, logs and results "
                    "(default outputs/demo)")
-    d.add_argument("--num-traces", type=int, default=512, help="training problems to collect traces on (default 512)")
-    d.add_argument("--num-samples", type=int, default=200, help="held-out problems to evaluate (default 200)")
+    d.add_argument("--num-traces", type=int, default=384, help="training problems to collect traces on (default 384)")
+    d.add_argument("--num-samples", type=int, default=60,
+                   help="held-out problems to evaluate, 12 per family at the default (default 60)")
     d.add_argument("--cache", default="none", choices=["none", "prefix", "dual"],
                    help="KV cache of the evaluation (default none; dual is Fast-dLLM's, as Learn2PD's headline)")
     d.add_argument("--dtype", default="auto", help="auto (bf16 where the hardware has it), float32, bfloat16")

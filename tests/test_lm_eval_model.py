@@ -57,14 +57,16 @@ def test_gen_length_follows_max_gen_toks_without_a_model_argument(tiny, one_thre
     assert lm.generate_until(reqs, disable_tqdm=True) == ["dcba", "dcba"]
     cost = lm.cost.summary()
     assert cost["short"]["generated_positions"] == 32 and cost["long"]["generated_positions"] == 64
-    with pytest.raises(ValueError, match="no room for a prompt"):  # 256 by default: the whole tiny context
-        lm.generate_until([_gen("rev abcd\n", until=[])], disable_tqdm=True)
+    context = tiny[2].context_length  # a region as long as the whole context leaves no room for the prompt
+    with pytest.raises(ValueError, match="no room for a prompt"):
+        lm.generate_until([_gen("rev abcd\n", until=[], max_gen_toks=context)], disable_tqdm=True)
 
 
 def test_long_prompts_keep_their_end(tiny):
     lm = _lm(tiny, gen_length=64)
-    ids = lm._prompt_ids("rev " + "ab" * 200 + "\n", 64)
-    assert len(ids) == 256 - 64 and ids[-1] == lm.tok_encode("\n")[-1]
+    context = tiny[2].context_length
+    ids = lm._prompt_ids("rev " + "ab" * context + "\n", 64)  # longer than the context: cut from the left
+    assert len(ids) == context - 64 and ids[-1] == lm.tok_encode("\n")[-1]
 
 
 def test_chat_template_renders_the_prompt_learn2pd_feeds(tiny):

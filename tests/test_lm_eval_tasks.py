@@ -56,7 +56,7 @@ def test_lm_eval_grading_is_the_suite_rule():
         assert True in grades and False in grades
 
 
-GROUPS = {"learn2pd_suite": (SHORT_FAMILIES, CFG), "learn2pd_long": (LONG_FAMILIES, LONG_CFG)}
+GROUPS = {"learn2pd_short": (SHORT_FAMILIES, CFG), "learn2pd_long": (LONG_FAMILIES, LONG_CFG)}
 
 
 def _ours(tiny, group):
@@ -68,7 +68,7 @@ def _ours(tiny, group):
 
 @pytest.fixture(scope="module")
 def suite_eval(tiny):
-    return _ours(tiny, "learn2pd_suite")
+    return _ours(tiny, "learn2pd_short")
 
 
 @pytest.mark.parametrize("group", GROUPS)
@@ -78,7 +78,7 @@ def test_lm_eval_accuracy_equals_learn2pd_evaluate(tiny, suite_eval, one_thread,
     longest = max(len(tok(p.prompt).input_ids) for p in heldout_problems(families, n=LIMIT * len(families)))
     if longest + 1 + cfg.gen_length > spec.context_length:
         pytest.skip(f"{group} at gen {cfg.gen_length} does not fit the shipped model's context ({spec.context_length})")
-    ours_all = suite_eval if group == "learn2pd_suite" else _ours(tiny, group)
+    ours_all = suite_eval if group == "learn2pd_short" else _ours(tiny, group)
     # no gen_length: each request decodes its task's max_gen_toks (128 short, 256 long)
     lm = Learn2PDLM(model, tokenizer=tok, spec=spec, plan=PLAN, block_length=cfg.block_length)
     out = lm_eval.simple_evaluate(model=lm, tasks=[group], limit=LIMIT, log_samples=True,
@@ -102,7 +102,7 @@ def test_lm_eval_accuracy_equals_learn2pd_evaluate(tiny, suite_eval, one_thread,
 
 def test_evaluate_takes_an_lm_eval_task(tiny, suite_eval):
     model, tok, spec = tiny
-    problems = load_problems("lm_eval:learn2pd_suite", LIMIT * len(SHORT_FAMILIES))
+    problems = load_problems("lm_eval:learn2pd_short", LIMIT * len(SHORT_FAMILIES))
     assert [p.prompt for p in problems] == [p.prompt for p in heldout_problems(SHORT_FAMILIES, n=len(problems))]
     r = evaluate(model, tok, spec, problems, [PLAN], CFG, progress=False)["results"][0]
     assert [(x["output"], x["correct"]) for x in r["records"]] == [(x["output"], x["correct"])

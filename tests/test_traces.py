@@ -161,7 +161,7 @@ def test_cli_config_and_overrides(random_ckpt, tmp_path, capsys):
     from learn2pd.traces.cli import build_config, main
 
     cfg = build_config(["--config", "configs/collect/tiny.yaml", "--num-prompts", "4", "--mode", "reference"])
-    assert cfg.num_prompts == 4 and cfg.mode == "reference" and cfg.gen_length == 128
+    assert cfg.num_prompts == 4 and cfg.mode == "reference" and cfg.gen_length == 256
     bad = tmp_path / "bad.yaml"
     bad.write_text("num_promts: 3\n")
     assert main(["--config", str(bad)]) == 2
