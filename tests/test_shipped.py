@@ -55,9 +55,9 @@ def test_eotp_cuts_padding_work(shipped_report):
 
 
 def test_eotp_keeps_vanillas_accuracy(shipped_report):
-    # the model was trained with rows cut right after the answer (cut_fraction), as EoTP leaves them:
-    # -1.6 points on the README's 500 problems (sort); here at most 3 of 48 problems may differ (the model
-    # before that training lost 20 points)
+    # the model was trained with rows cut after the answer (cut_fraction), as EoTP leaves them: +0.2
+    # points on the README's 500 short problems; here at most 3 of 48 problems may differ (a model before
+    # that training lost 20 points)
     assert shipped_report["vanilla+eotp"]["accuracy"] >= shipped_report["vanilla"]["accuracy"] - 6.5
 
 
@@ -74,8 +74,8 @@ def test_shipped_filter_decodes_in_parallel_and_stays_accurate(shipped_report):
 
 def test_committing_arith_in_parallel_costs_accuracy(tiny):
     # The suite exists to make parallel decoding costly: each worked step needs the previous result and
-    # one forward computes about two steps. On the README's 500 problems threshold tau 0.5 loses 18
-    # points on arith against vanilla; here, on 60 chains, it must lose at least 8.
+    # one forward computes about two steps. On the README's 500 short problems threshold tau 0.5 loses
+    # 11.4 points on arith against vanilla; here, on 60 of them, it must lose at least 8.
     model, tok, spec = tiny
     problems = heldout_problems(("arith",), n=60)
     report = evaluate(model, tok, spec, problems, ["vanilla", "threshold:tau=0.5"], CFG, batch_size=60,
