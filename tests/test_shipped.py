@@ -10,13 +10,11 @@ import pytest
 
 from learn2pd.decoding.engine import DecodeConfig
 from learn2pd.evaluation.runner import evaluate
-from learn2pd.tasks.suite import LONG_FAMILIES, SHORT_FAMILIES, heldout_problems
+from learn2pd.tasks.suite import LONG_FAMILIES, LONG_GEN_LENGTH, SHORT_FAMILIES, heldout_problems
 
 ROOT = Path(__file__).resolve().parents[1]
-FILTER = ROOT / "checkpoints" / "tiny-llada-filter"
-EOT = ROOT / "checkpoints" / "tiny-llada-eot"
 CFG = DecodeConfig(gen_length=64, block_length=32)
-LONG_CFG = DecodeConfig(gen_length=256, block_length=32)
+LONG_CFG = DecodeConfig(gen_length=LONG_GEN_LENGTH, block_length=32)
 
 
 def test_tiny_model_within_limits(tiny):
@@ -29,8 +27,6 @@ def test_tiny_model_within_limits(tiny):
 
 @pytest.fixture(scope="module")
 def shipped_report(tiny):
-    if not (FILTER / "config.json").is_file() or not (EOT / "config.json").is_file():
-        pytest.skip("checkpoints/tiny-llada-filter or -eot not built yet")
     model, tok, spec = tiny
     plans = ["vanilla", "vanilla+eotp", "oracle+eotp", "learned+eotp", "learned+localleap+eotp"]
     problems = heldout_problems(SHORT_FAMILIES, n=48)
@@ -89,8 +85,6 @@ def test_committing_arith_in_parallel_costs_accuracy(tiny):
 def long_report(tiny):
     # 24 chains and 24 tables at gen 256, block 32: the long families' region
     model, tok, spec = tiny
-    if (spec.context_length or 0) < 1024:
-        pytest.skip("the shipped tiny LLaDA predates the long families (context 256)")
     problems = heldout_problems(LONG_FAMILIES, n=48)
     plans = ["vanilla", "vanilla+eotp", "threshold:tau=0.5", "threshold:tau=0.9+eotp"]
     report = evaluate(model, tok, spec, problems, plans, LONG_CFG, batch_size=48, progress=False)
