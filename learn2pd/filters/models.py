@@ -3,7 +3,9 @@
 - `Learn2PDFilter` (the published baseline): the block's confidences in position order ->
   Linear(L, H) -> ReLU -> Linear(H, L): one logit per position (2,112 parameters at L = H = 32).
 - `PositionwiseFilter` (ours): per-position features, a small 1-D convolution over the block for
-  context, then a per-position MLP. Runs at any block length (decoding checks which: learned.py `_check`).
+  context, then a per-position MLP. Without a block-bound feature (`pos_in_block`) it serves any block
+  length, 32 to full diffusion: the convolution is local, so a position's score does not depend on the
+  window's width (`serves_any_block`).
 - `EoTPredictor`: same shape as the positionwise filter; its logit says "the answer has ended at or
   before this position".
 """
@@ -22,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from learn2pd.atomic import atomic_dir
-from learn2pd.filters.features import FEATURES
+from learn2pd.filters.features import BLOCK_BOUND, FEATURES
 
 KINDS = ("learn2pd", "positionwise", "eot")
 DEFAULT_FEATURES = {
@@ -54,6 +56,11 @@ class FilterConfig:
             raise ValueError(f"unknown filter features {bad}: choose from {', '.join(FEATURES)}")
         if self.kind == "learn2pd" and self.features != ["confidence"]:
             raise ValueError("the learn2pd filter reads confidences only; use kind 'positionwise' for more features")
+
+
+def serves_any_block(config: FilterConfig) -> bool:
+    """A per-position network with no feature tied to the trained block length reads any window."""
+    return config.kind != "learn2pd" and not BLOCK_BOUND & set(config.features)
 
 
 class FilterModule(nn.Module):

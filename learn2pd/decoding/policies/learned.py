@@ -16,7 +16,7 @@ import torch
 from learn2pd.decoding.policies.base import Policy
 from learn2pd.decoding.policies.localleap import LocalLeapPolicy
 from learn2pd.filters.features import block_features, logit_features, stable_update
-from learn2pd.filters.models import load_filter
+from learn2pd.filters.models import load_filter, serves_any_block
 
 DEFAULT_FILTER = Path(__file__).resolve().parents[3] / "checkpoints" / "tiny-llada-filter"
 DEFAULT_EOT = Path(__file__).resolve().parents[3] / "checkpoints" / "tiny-llada-eot"
@@ -42,7 +42,7 @@ class LearnedPolicy(Policy):
         # Optional confidence floor under the filter's accepts: a filter trained on traces with almost no
         # wrong predictions learns to accept everything; the floor keeps the model's own doubt a veto.
         self.floor = float(floor) if floor is not None else None
-        self.blk = filter_module.config.block_length
+        self._gen_length: int | None = None  # the region's length (set by check): `position` features divide by it
         feats = set(filter_module.config.features) | (set(eot_module.config.features) if eot_module else set())
         self.needs_logits = bool(feats & LOGIT_FEATURES)
         self._prev = self._stable = None
@@ -102,6 +102,7 @@ class LearnedPolicy(Policy):
             _check(self.eot.config, self.eot_path or "(End-of-Text predictor)", spec.family, cfg.block_length)
         self.fallback.check(cfg, spec)
         self._end_ids = torch.tensor(spec.end_ids)
+        self._gen_length = cfg.gen_length
 
     def reset(self, batch: int, width: int, device) -> None:
         self._prev = torch.full((batch, width), -1, dtype=torch.long, device=device)
@@ -109,10 +110,19 @@ class LearnedPolicy(Policy):
         self.fallback.reset(batch, width, device)
 
     # -- per step -------------------------------------------------------------------------------
+    def _window(self, module, state):
+        """The block as the module reads it: its trained width, or for a filter that serves any block
+        length the widest block of this step (AdaBlock's blocks vary)."""
+        width = module.config.block_length
+        if serves_any_block(module.config):
+            width = max(1, int(state.block.sum(-1).max()))
+        return state.block_window(width)
+
     def _features(self, names, state, win, stable):
+        # gen_length is the region's, not the live width (an EoTP cut shortens that), as in the traces
         kw = dict(confidence=win.take(state.confidence).float(), masked=win.take(state.masked),
                   stable=win.take(stable), length=win.size, block_start=win.start,
-                  gen_length=state.confidence.shape[1],
+                  gen_length=self._gen_length or state.confidence.shape[1],
                   is_end=torch.isin(win.take(state.tokens), self._end_ids.to(win.idx.device)))
         if LOGIT_FEATURES & set(names):
             kw.update(logit_features(state.logits.at(win.idx)))
@@ -122,7 +132,7 @@ class LearnedPolicy(Policy):
     def select(self, state):
         width = state.confidence.shape[1]
         stable = self._update_stable(state, width)
-        win = state.block_window(self.blk)
+        win = self._window(self.filter, state)
         self._to(win.idx.device)
         prob = torch.sigmoid(self.filter(self._features(self.filter.config.features, state, win, stable)))
         accept_blk = (prob > self.threshold) & win.valid
@@ -130,8 +140,9 @@ class LearnedPolicy(Policy):
             accept_blk &= win.take(state.confidence) >= self.floor
         accept = win.scatter(accept_blk, width) & state.candidates
         if self.eot is not None:
-            eprob = torch.sigmoid(self.eot(self._features(self.eot.config.features, state, win, stable)))
-            self._eot_prob = win.scatter(eprob * win.valid, width)
+            ewin = self._window(self.eot, state)
+            eprob = torch.sigmoid(self.eot(self._features(self.eot.config.features, state, ewin, stable)))
+            self._eot_prob = ewin.scatter(eprob * ewin.valid, width)
         if isinstance(self.fallback, LocalLeapPolicy):  # the filter's accepts become anchors
             return accept | self.fallback.select(state, extra_anchors=accept)
         return accept | self.fallback.select(state)
@@ -170,7 +181,7 @@ def _check(config, path, model_type, block_length) -> None:
     if model_type and config.model_type and config.model_type.lower() != model_type.lower():
         raise ValueError(f"filter {path} was trained on a {config.model_type!r} model, not {model_type!r}: "
                          "collect traces and train a filter for this model")
-    if not block_length or block_length == config.block_length:
+    if not block_length or block_length == config.block_length or serves_any_block(config):
         return
     # The filter reads a window of config.block_length positions from the block's start.
     if config.kind == "learn2pd":
