@@ -46,8 +46,11 @@ def main():
     policies = split_policies(args.policies or PLANS.read_text().strip())
     model, tok, spec = load_model(args.model, args.dtype)
     start = time.perf_counter()
-    sweep = block_sweep(model, tok, spec, problems, policies, DecodeConfig(gen_length=gen), blocks,
-                        args.batch_size, skip_unservable=args.skip_unservable)
+    try:
+        sweep = block_sweep(model, tok, spec, problems, policies, DecodeConfig(gen_length=gen), blocks,
+                            args.batch_size, skip_unservable=args.skip_unservable)
+    except ValueError as err:
+        raise SystemExit(f"block_sweep: error: {err}\n(--skip-unservable leaves such pairs out)") from None
     print(f"{args.model or 'checkpoints/tiny-llada'}, {len(problems)} held-out problems ({args.tasks}), gen {gen}, "
           f"{time.perf_counter() - start:.0f} s")
     for plan, b, why in sweep["skipped"]:

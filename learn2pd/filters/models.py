@@ -43,6 +43,8 @@ class FilterConfig:
     kernel: int = 5
     features: list[str] | None = None  # default: DEFAULT_FEATURES of the kind
     threshold: float = 0.96  # inference acceptance threshold (Learn2PD: 0.96 LLaDA, 0.9 Dream)
+    # thresholds chosen by decoding validation problems, per block length ("32": 0.9); over `threshold`
+    thresholds: dict = field(default_factory=dict)
     model_type: str | None = None  # the dLLM the filter was trained on (checked at load time)
     training: dict = field(default_factory=dict)  # metrics and settings of the run that made it
 

@@ -34,6 +34,8 @@ class LearnedPolicy(Policy):
 
         self.filter, self.eot = filter_module.eval(), eot_module.eval() if eot_module is not None else None
         self.path, self.eot_path = path, eot_path  # where they were loaded from (named in messages and specs)
+        # Given, or the filter's: calibrated per block length (resolved in `check`), else its default.
+        self._threshold_given = threshold is not None
         self.threshold = float(threshold if threshold is not None else filter_module.config.threshold)
         # The EoT predictor's own threshold (set on validation by train-filter) unless one is given.
         self.eot_threshold = float(eot_threshold if eot_threshold is not None
@@ -95,7 +97,12 @@ class LearnedPolicy(Policy):
         return f"learned:{','.join(parts)}+{self.fallback.describe()}"
 
     def check(self, cfg, spec) -> None:
+        from learn2pd.filters.calibrate import threshold_for
+
         _check(self.filter.config, self.path or "(filter)", spec.family, cfg.block_length)
+        if not self._threshold_given:
+            self.threshold = threshold_for(self.filter.config.thresholds, cfg.block_length,
+                                           self.filter.config.threshold)
         if self.eot is not None and self._eot_default and not _same_family(self.eot.config, spec.family):
             self.eot = self.eot_path = None  # the shipped predictor is for the tiny LLaDA: cut on confidence
         if self.eot is not None:  # the End-of-Text predictor reads the same window: the same rule
