@@ -10,18 +10,12 @@ from learn2pd.decoding.plan import make_plan
 from learn2pd.evaluation.sweep import block_sweep, oracle_gap
 from learn2pd.filters.calibrate import pick, threshold_for
 from learn2pd.filters.models import FilterConfig, build_filter, serves_any_block
-from learn2pd.models import LLaDAConfig, LLaDAModelLM
-from learn2pd.models.spec import ModelSpec
-
-SPEC = ModelSpec("llada", 0, 1, 1, (1,), (5,))
+from tests.test_learned import SPEC
 
 
 @pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    cfg = LLaDAConfig(d_model=32, n_heads=2, n_layers=2, mlp_hidden_size=64, vocab_size=20, embedding_size=20,
-                      mask_token_id=0, eos_token_id=1, pad_token_id=1, eot_token_id=None, init_std=1.0)
-    return LLaDAModelLM(cfg).eval()
+def model(small_llada):
+    return small_llada
 
 
 def _filter(tmp_path, name, **kw):
