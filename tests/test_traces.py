@@ -231,3 +231,18 @@ def test_on_policy_round_reuses_stored_references(random_ckpt, tmp_path):
         collect_traces(_cfg(random_ckpt, tmp_path / "r3", mode="on-policy", plan="threshold:tau=0.05",
                             block_length=32, references=str(tmp_path / "r0")), progress=False)
     assert not (tmp_path / "r3").exists()
+
+
+def test_answer_reference_labels_against_the_expected_output_without_a_reference_decode(random_ckpt, tmp_path):
+    from learn2pd.models.loading import load_tokenizer
+    from learn2pd.tasks.loaders import load_problems
+
+    collect_traces(_cfg(random_ckpt, tmp_path / "t", mode="on-policy", plan="threshold:tau=0.3",
+                        reference_plan="answer"), progress=False)
+    seqs = load_traces(tmp_path / "t")["sequences"]
+    tok, problems = load_tokenizer(random_ckpt), load_problems("train:short", 6)
+    for pid, ref, nfe, ok in zip(seqs["prompt_id"], seqs["reference"], seqs["nfe"], seqs["correct"]):
+        ids = tok(problems[pid].answer, add_special_tokens=False).input_ids[:32]
+        assert ref == ids + [ref[-1]] * (32 - len(ids)) and nfe == 0 and ok
+    with pytest.raises(ValueError, match="built-in problems"):
+        collect_traces(_cfg(random_ckpt, tmp_path / "u", mode="reference", reference_plan="answer"), progress=False)

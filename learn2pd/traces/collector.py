@@ -14,6 +14,10 @@ Modes:
 stops at its predicted end of text, so the EOS padding is not decoded token by token (on the tiny model
 that is most of a 128-token answer). The replay then uses `oracle+eotp`, which cuts only where the
 reference ends.
+`answer` (built-in problems only, modes on-policy and oracle-replay) takes the problem's expected output,
+then end tokens, as the reference: no reference decode at all, which is 90% of a collection's forwards
+(labels say "equals the correct token" rather than "equals vanilla's token": the same where vanilla is
+right, and the embedded models' vanilla is right on 99-100% of problems).
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ from learn2pd.filters.features import logit_features
 from learn2pd.traces import store
 
 MODES = ("oracle-replay", "reference", "on-policy")
-REFERENCE_PLANS = ("vanilla", "vanilla+eotp")
+REFERENCE_PLANS = ("vanilla", "vanilla+eotp", "answer")
+ANSWER_SOURCES = ("train:", "val:")  # task sources whose answers are the whole expected output
 
 
 @dataclass
@@ -47,7 +52,8 @@ class CollectConfig:
     tasks: str = option("train:suite", "prompts: train:FAMILIES (never held out), a .jsonl file or a hub dataset")
     num_prompts: int = option(2000, "prompts to record")
     mode: str = option("oracle-replay", f"one of {', '.join(MODES)}")
-    reference_plan: str = option("vanilla", f"the reference decode: {' or '.join(REFERENCE_PLANS)} (stops at its end)")
+    reference_plan: str = option("vanilla", "the reference: vanilla, vanilla+eotp (stops at its end), or answer "
+                                 "(the built-in problem's expected output then end tokens: no reference decode)")
     plan: str | None = option(None, "on-policy: the plan whose states are recorded, e.g. threshold:tau=0.7+eotp "
                               "or learned:path=FILTER+eotp (a DAgger round)")
     references: str | None = option(None, "on-policy: reuse the reference decodes stored in this earlier "
@@ -77,6 +83,9 @@ class CollectConfig:
         if self.reference_plan not in REFERENCE_PLANS:
             raise ValueError(f"reference_plan {self.reference_plan!r}: traces need a vanilla reference, choose "
                              f"from {', '.join(REFERENCE_PLANS)}")
+        if self.reference_plan == "answer" and (self.mode == "reference" or not self.tasks.startswith(ANSWER_SOURCES)):
+            raise ValueError("reference_plan answer labels against the built-in problems' expected outputs: it needs "
+                             f"tasks train:/val: (got {self.tasks!r}) and mode on-policy or oracle-replay")
         if (self.mode == "on-policy") != (self.plan is not None):
             raise ValueError("mode on-policy needs `plan` (the plan whose states are recorded, e.g. "
                              "threshold:tau=0.7+eotp), and `plan` goes with mode on-policy only")
@@ -189,7 +198,7 @@ def _collect_rank(cfg: CollectConfig, rank: int, world: int, progress: bool, pre
     todo = [i for i in mine if i not in done]
     bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"traces[{rank}]", unit="prompt",
                disable=not progress)
-    replay = "oracle+eotp" if cfg.reference_plan.endswith("+eotp") else "oracle"
+    replay = "oracle+eotp" if cfg.reference_plan.endswith(("+eotp", "answer")) else "oracle"
     stored = _stored_references(cfg, model, problems) if cfg.references else {}
     if cfg.plan is not None:
         from learn2pd.decoding.plan import make_plan
@@ -202,13 +211,16 @@ def _collect_rank(cfg: CollectConfig, rank: int, world: int, progress: bool, pre
         if cfg.mode == "reference":
             ref = decode_batch(model, tok, spec, rows, cfg.reference_plan, dcfg, observer=recorder)
             recorder.relabel(ref.sequences)
-        elif cfg.mode == "on-policy":  # the reference only labels: the plan never reads it
-            ref = _StoredReference(batch, stored, tok, spec) if all(i in stored for i in batch) else \
-                decode_batch(model, tok, spec, rows, cfg.reference_plan, dcfg)
-            decode_batch(model, tok, spec, rows, plan, dcfg, reference=ref.sequences, observer=recorder)
         else:
-            ref = decode_batch(model, tok, spec, rows, cfg.reference_plan, dcfg)
-            decode_batch(model, tok, spec, rows, replay, dcfg, reference=ref.sequences, observer=recorder)
+            if cfg.reference_plan == "answer":
+                ref = _AnswerReference([problems[i] for i in batch], tok, spec, dcfg.gen_length)
+            elif all(i in stored for i in batch):
+                ref = _StoredReference(batch, stored, tok, spec)
+            else:
+                ref = decode_batch(model, tok, spec, rows, cfg.reference_plan, dcfg)
+            # on-policy: the reference only labels, the plan never reads it; oracle-replay: the oracle replays it
+            decode_batch(model, tok, spec, rows, plan if cfg.mode == "on-policy" else replay, dcfg,
+                         reference=ref.sequences, observer=recorder)
         seqs = {k: [] for k in ("prompt_id", "prompt", "family", "prompt_ids", "reference", "end_position", "nfe",
                                 "correct")}
         for row, i in enumerate(batch):
@@ -232,6 +244,20 @@ class _StoredReference:
         self.sequences = torch.tensor([stored[i]["reference"] for i in batch])
         self.nfe = torch.tensor([stored[i]["nfe"] for i in batch])
         self.texts = [decode_text(tokenizer, spec, row) for row in self.sequences]
+
+
+class _AnswerReference:
+    """The built-in problems' expected outputs as a reference: the answer's tokens, then end tokens to the
+    region's end (what a correct decode of the embedded models holds), with no decode (0 forwards)."""
+
+    def __init__(self, problems, tokenizer, spec, gen_length: int):
+        rows = []
+        for p in problems:
+            ids = tokenizer(p.answer, add_special_tokens=False).input_ids[:gen_length]
+            rows.append(ids + [spec.eos_id] * (gen_length - len(ids)))
+        self.sequences = torch.tensor(rows)
+        self.nfe = torch.zeros(len(rows), dtype=torch.long)
+        self.texts = [p.answer for p in problems]
 
 
 def _stored_references(cfg: CollectConfig, model, problems) -> dict[int, dict]:
