@@ -15,7 +15,7 @@ batch, so greedy outputs, grades and NFE equal a one-process run's.
 from __future__ import annotations
 
 import io
-import os
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +26,7 @@ from learn2pd.decoding.batching import encode_prompts
 from learn2pd.decoding.config import DecodeConfig, DecodeOutput
 from learn2pd.evaluation.runner import compare, decode_plans, decode_problems, plan_order
 
+log = logging.getLogger(__name__)
 STRATEGIES = ("ddp_spawn", "ddp")  # spawn: one command starts the ranks; ddp: under torchrun / SLURM, or re-run
 
 
@@ -99,9 +100,7 @@ def _rank(fabric, model_args: dict, prompts: list[str], policies: list[str], con
     spec and each plan's whole decode (every rank has them; rank 0's is used), or the first failure."""
     from learn2pd.models.loading import load_model
 
-    if fabric.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:  # ranks share the cores
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, fabric.world_size // fabric.num_nodes)))
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.seed)  # (Lightning's launchers give each CPU process its share of the cores)
     try:
         loaded = _attempt(load_model, model_args["model"], model_args["dtype"], str(fabric.device),
                           model_args["trust_remote_code"])
@@ -134,6 +133,9 @@ def evaluate_parallel(model_args: dict, problems, policies: list[str], config: D
     if strategy not in STRATEGIES:
         raise ValueError(f"--strategy {strategy}: choose from {', '.join(STRATEGIES)}")
     accelerator = "cpu" if torch.device(model_args["device"]).type == "cpu" else "cuda"
+    if accelerator == "cpu" and torch.cuda.is_available():
+        log.warning("learn2pd: %d CPU processes decode (--device cpu); pass --device cuda for the GPUs",
+                    devices * num_nodes)
     fabric = Fabric(accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy)
     start = time.perf_counter()
     got = fabric.launch(_rank, model_args, [p.prompt for p in problems], list(policies), config, batch_size,
