@@ -110,8 +110,6 @@ def plan_order(policies: list[str | DecodingPlan]) -> list[DecodingPlan]:
     """The plans built, vanilla first (the baseline of the speedups and the oracle's reference; added when an
     oracle needs it)."""
     plans = [make_plan(p) for p in policies]
-    for plan in plans:  # a plan these settings refuse (a filter of another block length) fails before any decode
-        plan.policy.check(config, spec)
     needs_ref = any(p.policy.needs_reference for p in plans)
     vanilla = next((p for p in plans if p.describe() == "vanilla"), None)
     if needs_ref and vanilla is None:
@@ -127,6 +125,8 @@ def decode_plans(model, tokenizer, spec, prompts: list[str], plans: list[Decodin
                  batch_size: int = 64, progress: bool = True, decode=decode_problems) -> list[DecodeOutput]:
     """Each plan's decode of the prompts (in `plan_order`: a plan needing a reference follows vanilla's).
     `decode` has `decode_problems`' signature (a data-parallel run passes its sharded one)."""
+    for plan in plans:  # a plan these settings refuse (a filter of another block length) fails before any decode
+        plan.policy.check(config, spec)
     outs: list[DecodeOutput] = []
     for plan in plans:
         references = list(outs[0].sequences) if plan.policy.needs_reference else None
