@@ -14,8 +14,9 @@ batch, so greedy outputs, grades and NFE equal a one-process run's.
 
 from __future__ import annotations
 
-import io
 import logging
+import os
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -96,8 +97,8 @@ class _ShardedDecode:
 
 def _rank(fabric, model_args: dict, prompts: list[str], policies: list[str], config: DecodeConfig,
           batch_size: int, progress: bool):
-    """One process: load the model on this rank's device, decode every plan over the shards. Returns the
-    spec and each plan's whole decode (every rank has them; rank 0's is used), or the first failure."""
+    """One process: load the model on this rank's device, decode every plan over the shards. Rank 0 returns
+    the file holding the spec and each plan's whole decode, the other ranks None; any rank the first failure."""
     from learn2pd.models.loading import load_model
 
     torch.manual_seed(config.seed)  # (Lightning's launchers give each CPU process its share of the cores)
@@ -111,10 +112,15 @@ def _rank(fabric, model_args: dict, prompts: list[str], policies: list[str], con
                             progress and fabric.global_rank == 0, decode=_ShardedDecode(fabric, lengths))
     except ValueError as err:  # gathered from a rank: the same on every rank
         return _Failure(str(err))
-    # as bytes: a spawned rank's tensors would reach the main process as handles to memory freed at its exit
-    buf = io.BytesIO()
-    torch.save((spec, outs), buf)
-    return buf.getvalue()
+    if fabric.global_rank != 0:
+        return None
+    # Through a file: Lightning's spawn launcher reads rank 0's return value only once every rank has exited,
+    # so a value larger than a pipe's buffer would never be read (and tensors would arrive as handles to the
+    # memory of a process that has exited).
+    fd, path = tempfile.mkstemp(prefix="learn2pd-evaluate-", suffix=".pt")
+    with os.fdopen(fd, "wb") as f:
+        torch.save((spec, outs), f)
+    return path
 
 
 def evaluate_parallel(model_args: dict, problems, policies: list[str], config: DecodeConfig, batch_size: int = 64,
@@ -142,9 +148,12 @@ def evaluate_parallel(model_args: dict, problems, policies: list[str], config: D
                         progress)
     if isinstance(got, _Failure):
         raise ValueError(got.message)
-    if strategy != "ddp_spawn" and fabric.global_rank != 0:
+    if got is None:  # not rank 0 (ddp: every process runs this)
         return None
-    spec, outs = torch.load(io.BytesIO(got), weights_only=False)
+    try:
+        spec, outs = torch.load(got, weights_only=False)
+    finally:
+        os.unlink(got)
     report = compare(plan_order(policies), problems, outs, spec, config)
     report["processes"] = {"devices": devices, "num_nodes": num_nodes, "strategy": strategy,
                            "world_size": devices * num_nodes, "run_s": time.perf_counter() - start}
