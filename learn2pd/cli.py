@@ -103,6 +103,9 @@ def cmd_evaluate(args) -> int:
     from learn2pd.tasks.suite import default_gen_length
 
     _config(args)  # a bad device or region fails before anything is loaded
+    from learn2pd.distributed import check_launch
+
+    check_launch(args.device, args.devices, args.num_nodes, args.strategy)
     if args.output:  # before the evaluation, whose results would otherwise be lost
         out = Path(args.output)
         for path in (out, out.with_suffix(".md"), out.with_suffix(".png")):
@@ -112,8 +115,17 @@ def cmd_evaluate(args) -> int:
     problems = load_problems(args.tasks, args.num_samples, args.question_field, args.answer_field, args.split)
     problems = with_fewshot(problems, args.num_fewshot, args.seed)
     cfg = _config(args, default_gen_length(p.family for p in problems))
-    model, tok, spec = load_model(args.model, args.dtype, args.device, args.trust_remote_code)
-    report = evaluate(model, tok, spec, problems, plans, cfg, args.batch_size, progress=not args.quiet)
+    if args.devices * args.num_nodes > 1:  # each rank loads its own model; rank 0 writes
+        from learn2pd.evaluation.parallel import evaluate_parallel
+
+        report = evaluate_parallel({"model": args.model, "dtype": args.dtype, "device": args.device,
+                                    "trust_remote_code": args.trust_remote_code}, problems, policies, cfg,
+                                   args.batch_size, not args.quiet, args.devices, args.num_nodes, args.strategy)
+        if report is None:
+            return 0
+    else:
+        model, tok, spec = load_model(args.model, args.dtype, args.device, args.trust_remote_code)
+        report = evaluate(model, tok, spec, problems, plans, cfg, args.batch_size, progress=not args.quiet)
     report["config"] = {"model": str(args.model or "checkpoints/tiny-llada"), "tasks": args.tasks,
                         "num_samples": len(problems), "num_fewshot": args.num_fewshot, "policies": policies,
                         "batch_size": args.batch_size,
@@ -207,6 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--output", default=None, help="results JSON (a .md table and .png plot go beside it)")
     e.add_argument("--overwrite", action="store_true", help="allow --output inside checkpoints/")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
+    e.add_argument("--devices", type=int, default=1, help="processes per node, problems sharded over them "
+                   "(Lightning Fabric; with --device cuda process i decodes on cuda:i; default 1)")
+    e.add_argument("--num-nodes", type=int, default=1, help="machines of a data-parallel run (default 1)")
+    e.add_argument("--strategy", default="ddp_spawn", choices=["ddp_spawn", "ddp"],
+                   help="ddp_spawn: this command starts the processes (default); ddp: under torchrun or SLURM")
     _decode_args(e)
     e.set_defaults(func=cmd_evaluate)
 

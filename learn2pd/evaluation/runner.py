@@ -8,7 +8,7 @@ import torch
 from tqdm.auto import tqdm
 
 from learn2pd.decoding.batching import decode_all, encode_prompts
-from learn2pd.decoding.config import DecodeConfig
+from learn2pd.decoding.config import DecodeConfig, DecodeOutput
 from learn2pd.decoding.plan import DecodingPlan, make_plan
 from learn2pd.evaluation.metrics import aup, percentile
 
@@ -20,10 +20,24 @@ def run_policy(model, tokenizer, spec, problems, policy_spec, config: DecodeConf
     references: per problem, the generated ids of a vanilla decode (needed by the oracle).
     """
     plan = make_plan(policy_spec)
-    encoded = encode_prompts(tokenizer, [p.prompt for p in problems])
-    bar = tqdm(total=len(problems), desc=f"{plan.label:>24}", disable=not progress, unit="prob", leave=False)
+    out = decode_problems(model, tokenizer, spec, [p.prompt for p in problems], plan, config, batch_size, progress,
+                          references)
+    return summarize(plan, problems, out, spec, config)
+
+
+def decode_problems(model, tokenizer, spec, prompts: list[str], plan: DecodingPlan, config: DecodeConfig,
+                    batch_size: int = 64, progress: bool = True,
+                    references: list[torch.Tensor] | None = None) -> DecodeOutput:
+    """One plan's decode of the prompts, batched by length, with a progress bar."""
+    encoded = encode_prompts(tokenizer, prompts)
+    bar = tqdm(total=len(prompts), desc=f"{plan.label:>24}", disable=not progress, unit="prob", leave=False)
     out = decode_all(model, tokenizer, spec, encoded, plan, config, batch_size, references, on_batch=bar.update)
     bar.close()
+    return out
+
+
+def summarize(plan: DecodingPlan, problems, out: DecodeOutput, spec, config: DecodeConfig) -> dict:
+    """A plan's metrics and per-problem records (graded by each problem's grader) from its decode."""
     records, lengths = [], answer_tokens(out.sequences, spec.end_ids).tolist()
     for i, p in enumerate(problems):
         records.append({"id": i, "family": p.family, "output": out.texts[i], "correct": p.grade(out.texts[i]),
@@ -87,25 +101,43 @@ def evaluate(model, tokenizer, spec, problems, policies: list[str | DecodingPlan
     if not problems:
         raise ValueError("no problems to evaluate: the task source is empty")
     torch.manual_seed(config.seed)
+    plans = plan_order(policies)
+    outs = decode_plans(model, tokenizer, spec, [p.prompt for p in problems], plans, config, batch_size, progress)
+    return compare(plans, problems, outs, spec, config)
+
+
+def plan_order(policies: list[str | DecodingPlan]) -> list[DecodingPlan]:
+    """The plans built, vanilla first (the baseline of the speedups and the oracle's reference; added when an
+    oracle needs it)."""
     plans = [make_plan(p) for p in policies]
-    for plan in plans:  # a plan these settings refuse (a filter of another block length) fails before any decode
-        plan.policy.check(config, spec)
     needs_ref = any(p.policy.needs_reference for p in plans)
     vanilla = next((p for p in plans if p.describe() == "vanilla"), None)
     if needs_ref and vanilla is None:
         vanilla = make_plan("vanilla")
         plans.insert(0, vanilla)
-    if vanilla is not None:  # first: the baseline of the speedups, and the oracle's reference
+    if vanilla is not None:
         plans.remove(vanilla)
         plans.insert(0, vanilla)
-    results, references = [], None
+    return plans
+
+
+def decode_plans(model, tokenizer, spec, prompts: list[str], plans: list[DecodingPlan], config: DecodeConfig,
+                 batch_size: int = 64, progress: bool = True, decode=decode_problems) -> list[DecodeOutput]:
+    """Each plan's decode of the prompts (in `plan_order`: a plan needing a reference follows vanilla's).
+    `decode` has `decode_problems`' signature (a data-parallel run passes its sharded one)."""
+    for plan in plans:  # a plan these settings refuse (a filter of another block length) fails before any decode
+        plan.policy.check(config, spec)
+    outs: list[DecodeOutput] = []
     for plan in plans:
-        r = run_policy(model, tokenizer, spec, problems, plan, config, batch_size, progress,
-                       references if plan.policy.needs_reference else None)
-        if plan is vanilla:
-            references = [rec["tokens"] for rec in r["records"]]
-        results.append(r)
-    base = results[0] if vanilla is not None else None
+        references = list(outs[0].sequences) if plan.policy.needs_reference else None
+        outs.append(decode(model, tokenizer, spec, prompts, plan, config, batch_size, progress, references))
+    return outs
+
+
+def compare(plans: list[DecodingPlan], problems, outs: list[DecodeOutput], spec, config: DecodeConfig) -> dict:
+    """The report of `evaluate` from each plan's decode: metrics, speedups against vanilla, AUP per family."""
+    results = [summarize(plan, problems, out, spec, config) for plan, out in zip(plans, outs)]
+    base = results[0] if plans[0].describe() == "vanilla" else None
     y_max = max(r["accuracy"] for r in results)
     families: dict[str, list] = {}
     for r in results:

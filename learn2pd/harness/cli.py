@@ -1,7 +1,8 @@
 """`learn2pd lm-eval ARGS` (or `python -m learn2pd.harness ARGS`): lm-eval's own command line, with the `learn2pd`
 model registered and chosen by default (`--model learn2pd`). With `--output_path`, the decoding cost per task
 (`results["config"]["learn2pd"]` of lm-eval's results file) is also written beside that file as
-`decoding_cost_<date>.json`, and printed as a table."""
+`decoding_cost_<date>.json`, and printed as a table. Under `accelerate launch` (or `torchrun`) every process runs
+this command; rank 0 writes the files."""
 
 from __future__ import annotations
 
@@ -41,6 +42,13 @@ def write_cost(results: Path) -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from learn2pd.distributed import LaunchError, launch_env
+
+    try:
+        launch = launch_env(needs_rank=True)  # before lm-eval loads anything
+    except LaunchError as err:
+        print(f"learn2pd lm-eval: error: {err}", file=sys.stderr)
+        return 2
     from lm_eval.__main__ import cli_evaluate
 
     from learn2pd.harness.cost import markdown  # importing learn2pd.harness registers the learn2pd model
@@ -61,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         sys.argv = saved
+    if launch is not None and not launch.is_main:  # lm-eval wrote its results on rank 0 only
+        return 0
     results = results_file(output_path, start) if output_path else None
     cost = write_cost(results) if results else None
     if cost:

@@ -4,6 +4,9 @@
 forwards. `tokens_per_s` counts as the Learn2PD paper does: the answer's tokens (before the first end token, no
 EOS padding) over the time spent generating. Loglikelihood requests report their forwards separately (the
 Monte-Carlo batches and, with `is_check_greedy`, one per continuation token).
+
+A data-parallel run sums every figure over its ranks: samples, forwards and tokens are the whole run's (as
+one process would count them), seconds are the processes' summed, so `tokens_per_s` is per process.
 """
 
 from __future__ import annotations
@@ -36,6 +39,17 @@ class CostMeter:
         t["loglikelihood_requests"] += 1
         t["loglikelihood_forwards"] += forwards
         t["loglikelihood_s"] += seconds
+
+    @classmethod
+    def total(cls, ranks: list[dict]) -> CostMeter:
+        """One meter summing the `tasks` of every rank."""
+        meter = cls()
+        for tasks in ranks:
+            for task, counts in tasks.items():
+                row = meter._task(task)
+                for key, value in counts.items():
+                    row[key] += value
+        return meter
 
     def summary(self) -> dict:
         """Per task: the totals and the per-sample figures."""

@@ -14,15 +14,25 @@ evaluations do, and NFE and TPF compare across tasks); a request's `max_gen_toks
 at that many tokens. Without `gen_length`, a request decodes `max_gen_toks` (256 when the task names none)
 rounded up to a multiple of `block_length`. Decoding settings come from the model arguments: a task's
 `do_sample` / `temperature` are not used (a warning says so when they ask for sampling).
+
+Data-parallel (`accelerate launch -m learn2pd.harness ...`, or `torchrun`): as lm-eval's HFLM, the model
+reports `rank` and `world_size` from an accelerate `Accelerator`, lm-eval hands each process its shard of the
+documents, each process decodes on cuda:LOCAL_RANK (on CPU-only machines, CPU processes under gloo) and
+lm-eval gathers the metrics to rank 0, which writes the results. The decoding cost is gathered at lm-eval's
+barriers and summed over the ranks. lm-eval pads a shorter shard with copies of its last request so every
+rank runs as many; a copy is answered from its original, neither decoded nor counted again.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import inspect
 import logging
 import math
 import time
+from collections import Counter
+from datetime import timedelta
 
 import lm_eval.models  # noqa: F401  lm-eval fills its built-in registry only when it finds the registry empty
 import torch
@@ -34,6 +44,7 @@ from learn2pd.decoding.batching import decode_all
 from learn2pd.decoding.config import DecodeConfig
 from learn2pd.decoding.engine import decode_text
 from learn2pd.decoding.plan import make_plan
+from learn2pd.distributed import check_cuda_rank, launch_env
 from learn2pd.harness.cost import CostMeter
 from learn2pd.harness.likelihood import greedy_matches, mc_loglikelihood
 from learn2pd.tasks.lm_eval_tasks import cut_at_stops
@@ -66,6 +77,10 @@ class Learn2PDLM(TemplateLM):
         from learn2pd.models.loading import load_model
         from learn2pd.models.spec import spec_from_model
 
+        self.accelerator = None
+        launch = launch_env(needs_rank=True)  # a bad launch fails before the weights load
+        if launch is not None:
+            device = self._join(launch, device)
         plan = str(plan)
         self.plan = make_plan(with_filter(plan, str(filter)) if filter else plan)
         if self.plan.policy.needs_reference:
@@ -88,7 +103,58 @@ class Learn2PDLM(TemplateLM):
             self.model_name = str(pretrained or "checkpoints/tiny-llada")
         self._device = next(self.model.parameters()).device
         self.cost = CostMeter()
+        self._rank_costs: list[dict] | None = None  # every rank's cost, gathered on rank 0 at lm-eval's barriers
         self._warned: set[str] = set()
+
+    def _join(self, launch, device: str | None) -> str:
+        """Join the launched run as HFLM does (an accelerate Accelerator, no time limit on a peer's decode);
+        returns this process's device: cuda:LOCAL_RANK, or the CPU where there is no CUDA or it is asked for."""
+        from accelerate import Accelerator
+        from accelerate.utils import InitProcessGroupKwargs
+
+        cpu = not torch.cuda.is_available() or str(device) == "cpu"
+        if not cpu:
+            check_cuda_rank(launch.local_rank)
+        self.accelerator = Accelerator(cpu=cpu, kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(weeks=52))])
+        if self.accelerator.num_processes != launch.world_size:
+            raise ValueError(f"WORLD_SIZE={launch.world_size} but accelerate joined {self.accelerator.num_processes} "
+                             "process(es): launch with accelerate launch or torchrun")
+        self._rank, self._world_size = self.accelerator.process_index, self.accelerator.num_processes
+        return "cpu" if cpu else f"cuda:{self.accelerator.local_process_index}"
+
+    # -- lm-eval's collectives over the ranks (used only when world_size > 1) ----------------------------------------
+
+    def all_gather(self, tensor):
+        return tensor if self.world_size <= 1 else self.accelerator.gather(tensor)
+
+    def gather_object(self, obj, dst: int = 0):
+        if self.world_size <= 1:
+            return [obj]
+        result = [None] * self.world_size if self.rank == dst else None
+        torch.distributed.gather_object(obj=obj, object_gather_list=result, dst=dst)
+        return result
+
+    def barrier(self) -> None:
+        """lm-eval calls it on every rank after each request type: the ranks' costs so far go to rank 0."""
+        if self.world_size > 1:
+            self._rank_costs = self.gather_object(self.cost.tasks)
+            self.accelerator.wait_for_everyone()
+
+    def _answer_once(self, requests, run) -> list:
+        """`run` on the requests but lm-eval's padding of a shorter shard (its last request once more, beyond the
+        request's repeats): a copy gets its original's answer."""
+        if self.world_size <= 1:
+            return run(requests)
+        seen: Counter = Counter()
+        first: dict[int, int] = {}
+        source = []
+        for i, req in enumerate(requests):
+            seen[id(req)] += 1
+            first.setdefault(id(req), i)
+            source.append(i if seen[id(req)] <= (getattr(req, "repeats", None) or 1) else first[id(req)])
+        own = [i for i, j in enumerate(source) if i == j]
+        answers = dict(zip(own, run([requests[i] for i in own])))
+        return [answers[j] for j in source]
 
     @classmethod
     def create_from_arg_obj(cls, arg_dict: dict, additional_config: dict | None = None):
@@ -165,6 +231,9 @@ class Learn2PDLM(TemplateLM):
             log.warning("learn2pd: %s", message)
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        return self._answer_once(requests, lambda own: self._generate(own, disable_tqdm))
+
+    def _generate(self, requests, disable_tqdm: bool) -> list[str]:
         torch.manual_seed(self.config.seed)
         groups: dict[tuple[str, int], list[int]] = {}
         for i, req in enumerate(requests):
@@ -193,8 +262,11 @@ class Learn2PDLM(TemplateLM):
     # -- likelihoods ------------------------------------------------------------------------------------------------
 
     def loglikelihood(self, requests, disable_tqdm: bool = False):
-        self._ll_tasks = [req.task_name or "" for req in requests]  # per request, for the cost of its task
-        return super().loglikelihood(requests, disable_tqdm=disable_tqdm)
+        def run(own):
+            self._ll_tasks = [req.task_name or "" for req in own]  # per request, for the cost of its task
+            return TemplateLM.loglikelihood(self, own, disable_tqdm=disable_tqdm)
+
+        return self._answer_once(requests, run)
 
     def _fit(self, context: list[int], target: list[int]) -> tuple[list[int], list[int]]:
         room = (self.spec.context_length or 0) - len(target)
@@ -205,14 +277,13 @@ class Learn2PDLM(TemplateLM):
         return context, target
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs) -> list[tuple[float, bool]]:
-        generator = torch.Generator().manual_seed(self.config.seed)
         tasks = getattr(self, "_ll_tasks", None) or [""] * len(requests)
         pairs = [self._fit(list(ctx), list(cont)) for _, ctx, cont in requests]
         scores = []
         for (prefix, target), task in zip(tqdm(pairs, desc="learn2pd loglikelihood", disable=disable_tqdm), tasks):
             t0 = time.perf_counter()
             scores.append(mc_loglikelihood(self.model, self.spec, prefix, target, self.mc_num, self.batch_size,
-                                           generator, self.config.cfg_scale))
+                                           request_generator(self.config.seed, prefix, target), self.config.cfg_scale))
             # Monte-Carlo batches, then the greedy check's one token per forward
             forwards = (math.ceil(self.mc_num / self.batch_size) + len(target) * self.is_check_greedy) if target else 0
             self.cost.add_loglikelihood(task, forwards, time.perf_counter() - t0)
@@ -239,8 +310,16 @@ class Learn2PDLM(TemplateLM):
             "gen_length_rule": "model_args" if self.gen_length is not None else "max_gen_toks rounded up to blocks",
             "batch_size": self.batch_size, "mc_num": self.mc_num, "is_check_greedy": self.is_check_greedy,
             "dtype": str(next(self.model.parameters()).dtype).replace("torch.", ""),
-            "decoding_cost": self.cost.summary(),
+            "processes": self.world_size,
+            "decoding_cost": (CostMeter.total(self._rank_costs) if self._rank_costs else self.cost).summary(),
         }}
+
+
+def request_generator(seed: int, prefix: list[int], target: list[int]) -> torch.Generator:
+    """The Monte-Carlo masks of one request, drawn from the seed and the request's tokens: a score does not
+    depend on which requests came before it, so a rank's shard scores as the whole run does."""
+    digest = hashlib.sha256(f"{seed}|{prefix}|{target}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
 
 
 def _device(device: str | None) -> str:
