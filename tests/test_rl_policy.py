@@ -199,3 +199,16 @@ def test_train_policy_flags_say_what_they_do_and_refuse_held_out_prompts(capsys)
     assert cfg.iterations == 2 and cfg.block_length == 256 and cfg.tasks == "train:suite"
     assert main(["--tasks", "long", "--wandb", "false"]) == 2
     assert "a policy trains on the training stream only" in capsys.readouterr().err
+
+
+def test_the_exported_threshold_is_the_best_reward_or_the_fewest_forwards_near_the_best_accuracy():
+    from learn2pd.trainers.train_policy import choose_threshold
+
+    rows = [{"threshold": 0.3, "reward": 0.90, "accuracy": 95.0, "nfe": 2.0},
+            {"threshold": 0.5, "reward": 0.93, "accuracy": 98.0, "nfe": 2.5},
+            {"threshold": 0.7, "reward": 0.93, "accuracy": 99.5, "nfe": 3.0},
+            {"threshold": 0.9, "reward": 0.91, "accuracy": 100.0, "nfe": 4.0}]
+    assert choose_threshold(rows) == 0.7  # 0.5 and 0.7 tie on reward: the more careful one
+    assert choose_threshold(rows, accuracy_slack=1.0) == 0.7  # 99.5 and 100 are within 1 point; 0.7 is faster
+    assert choose_threshold(rows, accuracy_slack=0.0) == 0.9
+    assert choose_threshold(rows, accuracy_slack=5.0) == 0.3

@@ -71,6 +71,8 @@ class TrainPolicyConfig:
                               "training prompt)")
     thresholds: list = option(help="thresholds tried on validation; the best mean reward is exported",
                               factory=lambda: [0.3, 0.5, 0.7, 0.9])
+    accuracy_slack: float | None = option(None, "instead of the best reward: the fewest forwards among the "
+                                          "thresholds within this many accuracy points of the best one")
     batch_size: int = option(64, "rollouts decoded together")
     dtype: str = option("float32", "dtype of the frozen dLLM: float32, bfloat16 or auto")
     seed: int = option(0, "initialisation and sampling seed")
@@ -236,7 +238,8 @@ def plot_curve(rows: list[dict], path: Path, title: str = "") -> Path:
 @torch.no_grad()
 def calibrate_threshold(net, env: Environment, cfg: TrainPolicyConfig) -> tuple[float, list[dict]]:
     """Decode the validation problems deterministically at each threshold; the best mean reward wins (a tie
-    goes to the higher threshold, the more careful one)."""
+    goes to the higher threshold, the more careful one), or with `accuracy_slack` the fewest forwards
+    within that many points of the best accuracy."""
     encoded = encode_prompts(env.tokenizer, [p.prompt for p in env.val])
     rows = []
     for t in sorted(cfg.thresholds):
@@ -246,8 +249,16 @@ def calibrate_threshold(net, env: Environment, cfg: TrainPolicyConfig) -> tuple[
         reward = rollout_reward(correct, out.nfe, cfg.gen_length, cfg.alpha)
         rows.append({"threshold": float(t), "reward": float(reward.mean()),
                      "accuracy": 100.0 * float(correct.float().mean()), "nfe": float(out.nfe.float().mean())})
-    best = max(rows, key=lambda r: (round(r["reward"], 9), r["threshold"]))
-    return best["threshold"], rows
+    return choose_threshold(rows, cfg.accuracy_slack), rows
+
+
+def choose_threshold(rows: list[dict], accuracy_slack: float | None = None) -> float:
+    """rows: threshold, reward, accuracy, nfe on validation -> the threshold to export."""
+    if accuracy_slack is None:
+        return max(rows, key=lambda r: (round(r["reward"], 9), r["threshold"]))["threshold"]
+    top = max(r["accuracy"] for r in rows)
+    near = [r for r in rows if r["accuracy"] >= top - accuracy_slack]
+    return min(near, key=lambda r: (r["nfe"], -r["threshold"]))["threshold"]
 
 
 def _check_resume(ckpt: Path, cfg: TrainPolicyConfig) -> None:
@@ -292,6 +303,7 @@ def train_policy(cfg: TrainPolicyConfig, progress: bool = True, callbacks=()) ->
     net.config.training = {"threshold": threshold, "tasks": cfg.tasks, "iterations": cfg.iterations,
                            "prompts": cfg.prompts, "group_size": cfg.group_size, "gen_length": cfg.gen_length,
                            "block_length": cfg.block_length, "eotp": cfg.eotp, "alpha": cfg.alpha, "lr": cfg.lr,
+                           "accuracy_slack": cfg.accuracy_slack,
                            "seed": cfg.seed, "cpu_minutes": round(module.time["cpu_s"] / 60, 1),
                            "wall_minutes": round(module.time["wall_s"] / 60, 1), "validation": table,
                            "last_iteration": module.curve[-1] if module.curve else None}
