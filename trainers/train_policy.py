@@ -297,6 +297,7 @@ def train_policy(cfg: TrainPolicyConfig, progress: bool = True, callbacks=()) ->
                         enable_checkpointing=False, enable_progress_bar=progress, enable_model_summary=False,
                         log_every_n_steps=1, deterministic=True, num_sanity_val_steps=0)
     trainer.fit(module, Iterations(), ckpt_path=str(ckpt) if resume else None)
+    write_curve(module.curve, log_dir / "curve.csv")  # a resumed run's rows are the checkpoint's
     net = module.net.eval()
     threshold, table = calibrate_threshold(net, env, cfg)
     net.config.threshold = threshold
