@@ -12,7 +12,6 @@ tau), so the first rollouts already decode sensibly and GRPO improves on a heuri
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
@@ -20,10 +19,10 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
-from learn2pd.atomic import atomic_dir
+from learn2pd.filters.models import FilterModule
 
 KIND = "rl-policy"  # marks a policy's config.json (a filter's has another kind, a model's none)
 FEATURES = ("confidence", "masked", "nfe_fraction")
@@ -53,7 +52,9 @@ class PolicyConfig:
             raise ValueError(f"policy threshold must be in [0, 1], got {self.threshold}")
 
 
-class UnmaskingPolicyNet(nn.Module):
+class UnmaskingPolicyNet(FilterModule):  # saved as the filters are: config.json + model.safetensors
+    config: PolicyConfig
+
     def __init__(self, config: PolicyConfig):
         super().__init__()
         self.config = config
@@ -73,14 +74,6 @@ class UnmaskingPolicyNet(nn.Module):
         pad = pad & valid.any(-1, keepdim=True)  # a row with no valid position attends to all (never NaN)
         h = self.encoder(self.embed(feats), src_key_padding_mask=pad)
         return self.head(h)[..., 0] + self.scale * (feats[..., 0] - self.center)
-
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write config.json and model.safetensors into `directory`, replacing it atomically."""
-        with atomic_dir(directory) as tmp:
-            (tmp / "config.json").write_text(json.dumps(dataclasses.asdict(self.config), indent=2) + "\n")
-            save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()},
-                      str(tmp / "model.safetensors"))
-        return Path(directory)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, map_location: str = "cpu") -> UnmaskingPolicyNet:
