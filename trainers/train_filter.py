@@ -183,19 +183,22 @@ class KeepBest(L.Callback):
 def _loggers(cfg: TrainFilterConfig):
     loggers = [L.pytorch.loggers.CSVLogger(cfg.log_dir, name=cfg.target)]
     if cfg.wandb:
-        try:
-            import wandb  # noqa: F401
-        except ImportError:
-            raise ValueError("W&B logging needs `pip install wandb` (or set wandb: false)") from None
-        mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
-        os.environ["WANDB_MODE"] = mode
-        name = f"{cfg.target}-{Path(cfg.out).name}"
-        Path(cfg.log_dir).mkdir(parents=True, exist_ok=True)  # W&B looks for the git root from it: else a warning
-        wb = L.pytorch.loggers.WandbLogger(project=cfg.wandb_project, save_dir=cfg.log_dir, name=name,
-                                           offline=mode == "offline")
-        wb._wandb_init.pop("anonymous", None)  # Lightning passes anonymous=None, which W&B warns is deprecated
-        loggers.append(wb)
+        loggers.append(wandb_logger(cfg.log_dir, cfg.wandb_project, f"{cfg.target}-{Path(cfg.out).name}"))
     return loggers
+
+
+def wandb_logger(log_dir: str, project: str, name: str):
+    """Lightning's WandbLogger, offline unless the user has logged in (train-filter and train-policy)."""
+    try:
+        import wandb  # noqa: F401
+    except ImportError:
+        raise ValueError("W&B logging needs `pip install wandb` (or set wandb: false)") from None
+    mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+    os.environ["WANDB_MODE"] = mode
+    Path(log_dir).mkdir(parents=True, exist_ok=True)  # W&B looks for the git root from it: else a warning
+    wb = L.pytorch.loggers.WandbLogger(project=project, save_dir=log_dir, name=name, offline=mode == "offline")
+    wb._wandb_init.pop("anonymous", None)  # Lightning passes anonymous=None, which W&B warns is deprecated
+    return wb
 
 
 def train_filter(cfg: TrainFilterConfig, progress: bool = True) -> dict:

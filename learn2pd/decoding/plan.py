@@ -16,6 +16,7 @@ from learn2pd.decoding.policies.factor import FactorPolicy
 from learn2pd.decoding.policies.learned import LearnedPolicy
 from learn2pd.decoding.policies.localleap import LocalLeapPolicy
 from learn2pd.decoding.policies.oracle import OraclePolicy
+from learn2pd.decoding.policies.rl import RLPolicy
 from learn2pd.decoding.policies.threshold import ThresholdPolicy
 from learn2pd.decoding.policies.vanilla import VanillaPolicy
 from learn2pd.decoding.schedulers import AdaBlockScheduler, FixedBlocks, Scheduler
@@ -27,6 +28,7 @@ POLICIES: dict[str, type[Policy]] = {
     "localleap": LocalLeapPolicy,
     "oracle": OraclePolicy,
     "learned": LearnedPolicy,
+    "rl": RLPolicy,  # trained by train-policy (GRPO)
     # Dream's diffusion_generate algorithms (any model; Dream's defaults)
     "origin": OriginPolicy,
     "maskgit_plus": MaskGITPlusPolicy,
