@@ -58,6 +58,7 @@ class CollectConfig:
     answer_field: str = option("answer", "answer field of a .jsonl file or hub dataset")
     split: str = option("train", "hub dataset split")
     overwrite: bool = option(False, "needed to write into checkpoints/ (the shipped models and filters)")
+    trust_remote_code: bool = option(False, "run a hub tokenizer's own code (the hub's Dream tokenizer needs it)")
 
     def decode_config(self) -> DecodeConfig:
         return DecodeConfig(gen_length=self.gen_length, block_length=self.block_length, steps=self.steps,
@@ -154,7 +155,7 @@ def _prepare(cfg: CollectConfig):
     problems = load_problems(cfg.tasks, cfg.num_prompts, cfg.question_field, cfg.answer_field, cfg.split,
                              count_flag="--num-prompts")
     problems = with_fewshot(problems, cfg.num_fewshot, cfg.seed)
-    model, tok, spec = load_model(cfg.model, cfg.dtype, cfg.device)
+    model, tok, spec = load_model(cfg.model, cfg.dtype, cfg.device, cfg.trust_remote_code)
     return problems, model, tok, spec
 
 
