@@ -92,3 +92,11 @@ def test_no_call_passes_trust_remote_code_true():
                     hits += [f"{path}:{node.lineno}" for k in node.keywords if k.arg == "trust_remote_code"
                              and not (isinstance(k.value, ast.Name) or isinstance(k.value, ast.Attribute))]
     assert not hits, hits
+
+
+def test_hub_id_unreachable_hub_is_one_line(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_CACHE": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "learn2pd.cli", "generate", "--model", "nobody/missing-model",
+                           "--prompt", "x"], env=env, capture_output=True, text=True, timeout=120)
+    line = one_error_line(proc)
+    assert "'nobody/missing-model' is not in the local hub cache and the hub cannot be reached" in line

@@ -50,21 +50,34 @@ MODEL_TYPES = ("llada", "dream")  # compared lowercased: Dream's config says "Dr
 def _hub_config(repo: str) -> dict:
     """A hub repository's config.json, read as JSON: nothing it names (`auto_map`) is imported or run, and an
     unreachable hub is one error at once (no retries), since only a local folder can help then."""
-    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url
     from huggingface_hub.errors import (
         EntryNotFoundError,
+        HfHubHTTPError,
         HFValidationError,
         LocalEntryNotFoundError,
-        OfflineModeIsEnabled,
         RepositoryNotFoundError,
     )
 
-    try:
-        file = hf_hub_download(repo, "config.json")
-    except (LocalEntryNotFoundError, OfflineModeIsEnabled):
+    def unreachable():
         why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "the hub cannot be reached"
-        raise ModelLoadError(f"hub id {repo!r} is not in the local hub cache and {why}: pass a local model folder "
-                             "(config.json + *.safetensors) instead") from None
+        return ModelLoadError(f"hub id {repo!r} is not in the local hub cache and {why}: pass a local model folder "
+                              "(config.json + *.safetensors) instead")
+
+    try:
+        try:
+            file = hf_hub_download(repo, "config.json", local_files_only=True)
+        except LocalEntryNotFoundError:
+            if constants.HF_HUB_OFFLINE:
+                raise unreachable() from None
+            # one request without retries (hf_hub_download alone retries an unreachable hub for a minute)
+            try:
+                get_hf_file_metadata(hf_hub_url(repo, "config.json"))
+            except HfHubHTTPError:
+                raise
+            except Exception:  # the HTTP client's connection errors (its module differs between versions)
+                raise unreachable() from None
+            file = hf_hub_download(repo, "config.json")
     except RepositoryNotFoundError:
         raise ModelLoadError(f"no hub repository {repo!r} (or it is gated): check the id, or pass a local model "
                              "folder") from None
