@@ -23,6 +23,7 @@ AutoModel.register(DreamConfig, DreamModel, exist_ok=True)
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "checkpoints" / "tiny-llada"
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
+DTYPE_NAMES = ("auto", *DTYPES)
 
 
 class ModelLoadError(ValueError):
@@ -92,8 +93,19 @@ def _hub_config(repo: str) -> dict:
 
 
 def _model_type(path: str) -> str:
-    """The model type from config.json alone, refused unless learn2pd decodes it: checked before any class is
-    built, so a config's `auto_map` (code shipped with the model) is never reached."""
+    return str(model_config(path)["model_type"])
+
+
+def context_length(path: str | Path | None = None) -> int | None:
+    """The model's context in tokens, from its config.json (before the weights load): prompts are checked
+    against it. The same keys as `spec_from_model`."""
+    cfg = model_config(str(path or DEFAULT_MODEL))
+    return cfg.get("max_sequence_length") or cfg.get("max_position_embeddings")
+
+
+def model_config(path: str) -> dict:
+    """config.json of a model folder or hub id as JSON, its model type refused unless learn2pd decodes it:
+    checked before any class is built, so a config's `auto_map` (code shipped with the model) is never reached."""
     local = Path(path)
     if local.is_dir():
         cfg_file = local / "config.json"
@@ -116,7 +128,7 @@ def _model_type(path: str) -> str:
     if str(mtype).lower() not in MODEL_TYPES:
         raise ModelLoadError(f"{path} has model_type {mtype!r}; learn2pd decodes masked dLLMs of type "
                              "'llada' or 'Dream'")
-    return str(mtype)
+    return raw
 
 
 def _load_tokenizer(path: str, trust_remote_code: bool):
@@ -134,6 +146,8 @@ def check_device(device: str) -> None:
         dev = torch.device(device)
     except RuntimeError:
         raise ModelLoadError(f"unknown device {device!r}: use cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ModelLoadError(f"--device {device}: learn2pd runs on cpu, cuda or cuda:N")
     if dev.type == "cuda" and not torch.cuda.is_available():
         fix = "install a CUDA build" if torch.version.cuda is None else "check the driver and CUDA_VISIBLE_DEVICES"
         why = "this torch has no CUDA" if torch.version.cuda is None else "torch sees no CUDA device"

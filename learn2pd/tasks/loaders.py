@@ -41,7 +41,7 @@ def load_problems(tasks: str, n: int, question_field: str = "question", answer_f
         if not path.is_file():
             raise FileNotFoundError(f"no task file {tasks}: give a .jsonl with question/answer fields")
         try:
-            text = path.read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8-sig")  # a byte-order mark some editors write is not data
         except UnicodeDecodeError as e:
             raise ValueError(f"{tasks} is not UTF-8 text (byte {e.start}): save it as UTF-8") from None
         problems = []
@@ -56,7 +56,13 @@ def load_problems(tasks: str, n: int, question_field: str = "question", answer_f
                                  "write one JSON object per line") from None
             if not isinstance(row, dict) or "question" not in row or "answer" not in row:
                 raise ValueError(f"{tasks}:{line_no} lacks a 'question' or 'answer' field")
-            problems.append(Problem("jsonl", row["question"], str(row["answer"])))
+            question, answer = row["question"], row["answer"]
+            if not isinstance(question, str) or not question.strip():
+                raise ValueError(f"{tasks}:{line_no}: question must be non-empty text, got {question!r}")
+            if not isinstance(answer, (str, int, float)) or isinstance(answer, bool) or not str(answer).strip():
+                raise ValueError(f"{tasks}:{line_no}: answer must be text or a number (the reply it is graded "
+                                 f"against), got {answer!r}")
+            problems.append(Problem("jsonl", question, str(answer), source=f"{tasks}:{line_no}"))
         if not problems:
             raise ValueError(f"{tasks} has no problems: add lines like {{\"question\": ..., \"answer\": ...}}")
         return problems[:n]

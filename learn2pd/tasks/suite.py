@@ -69,6 +69,7 @@ class Problem:
     answer: str  # the full expected answer text (worked steps included)
     # output -> correct; a benchmark's own grader (an lm-eval task's filters and metric). None: `is_correct`.
     grader: Callable[[str], bool] | None = field(default=None, compare=False, repr=False)
+    source: str = field(default="", compare=False, repr=False)  # FILE:LINE of a JSONL problem (named in errors)
 
     @property
     def target(self) -> str:
