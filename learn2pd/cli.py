@@ -21,7 +21,8 @@ INT = Check(int).flag("int")
 def _decode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="model folder or hub id (default: embedded checkpoints/tiny-llada)")
     p.add_argument("--gen-length", type=POSITIVE, default=None,
-                   help="answer tokens to decode (default 128; evaluate: 256 when a task is a long family)")
+                   help="answer tokens to decode (default 128; evaluate: 256 when a task is a long family, an "
+                        "lm-eval task's own max_gen_toks)")
     p.add_argument("--block-length", type=POSITIVE, default=32,
                    help="semi-autoregressive block size; divides --gen-length (default 32)")
     p.add_argument("--steps", type=POSITIVE, default=None, help="baseline schedule steps (default: gen length)")
@@ -93,7 +94,7 @@ def cmd_evaluate(args) -> int:
     from learn2pd.tasks.fewshot import check_fewshot, with_fewshot
     from learn2pd.tasks.loaders import load_problems
     from learn2pd.tasks.prompting import check_prompts
-    from learn2pd.tasks.suite import default_gen_length
+    from learn2pd.tasks.suite import problems_gen_length
 
     _config(args)  # a bad device or region fails before anything is loaded
     if args.output:  # before the evaluation, whose results would otherwise be lost
@@ -105,7 +106,7 @@ def cmd_evaluate(args) -> int:
     problems = load_problems(args.tasks, args.num_samples, args.question_field, args.answer_field, args.split)
     check_fewshot(problems, args.num_fewshot)
     problems = with_fewshot(problems, args.num_fewshot, args.seed)
-    cfg = _config(args, default_gen_length(p.family for p in problems))
+    cfg = _config(args, problems_gen_length(problems, args.block_length))
     check_prompts(load_tokenizer(args.model, args.trust_remote_code), [p.prompt for p in problems],
                   [p.source for p in problems], cfg.gen_length, context_length(args.model))  # before the weights
     model, tok, spec = load_model(args.model, args.dtype, args.device, args.trust_remote_code)

@@ -388,6 +388,11 @@ def case_collect_jsonl_prompt_outside_tokenizer(c):
         f"{tasks}:1 'sort 🙂 2' has characters this model's tokenizer maps to unknown"]
 
 
+def case_train_filter_traces_is_a_file(c):
+    return train, ["--traces", c.file("t.arrow", "x"), "--out", c.tmp / "flt", "--wandb", "false"], [
+        "is a file: pass the folder collect-traces wrote"]
+
+
 CASES = [v for k, v in list(globals().items()) if k.startswith("case_")]
 
 
@@ -529,3 +534,14 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path, random_ckpt, monkeypatch, cap
     monkeypatch.setattr(cli, "cmd_generate", lambda args: (_ for _ in ()).throw(KeyboardInterrupt()))
     assert learn2pd(["generate", "--prompt", "x"]) == 130
     assert capsys.readouterr().err.strip() == "learn2pd: interrupted"
+
+
+def test_an_lm_eval_task_decodes_in_its_own_answer_budget():
+    from learn2pd.tasks.loaders import load_problems
+    from learn2pd.tasks.suite import problems_gen_length
+
+    # learn2pd_long's tasks name max_gen_toks 256: at the short default (128) table answers were cut
+    assert problems_gen_length(load_problems("lm_eval:learn2pd_long", 2), 32) == 256
+    assert problems_gen_length(load_problems("lm_eval:learn2pd_long", 2), 96) == 288  # whole blocks
+    assert problems_gen_length(load_problems("short", 3), 32) == 128
+

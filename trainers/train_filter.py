@@ -86,8 +86,8 @@ class FilterDataModule(L.LightningDataModule):
     def setup(self, stage=None):
         if hasattr(self, "splits"):
             return
+        meta = read_metadata(self.path)  # first: a corrupt metadata.json is named, not a dataset error
         ds = load_traces(self.path)
-        meta = read_metadata(self.path)
         L_traces = len(ds["steps"][0]["confidence"])
         if L_traces != self.block_length:
             raise ValueError(f"traces in {self.path} have blocks of {L_traces}, the filter expects "

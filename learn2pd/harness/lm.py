@@ -37,7 +37,7 @@ from learn2pd.decoding.engine import decode_text
 from learn2pd.decoding.plan import make_plan
 from learn2pd.harness.cost import CostMeter
 from learn2pd.harness.likelihood import greedy_matches, mc_loglikelihood
-from learn2pd.tasks.lm_eval_tasks import cut_at_stops
+from learn2pd.tasks.lm_eval_tasks import DEFAULT_MAX_GEN_TOKS, cut_at_stops
 from learn2pd.tasks.prompting import check_prompts, encode_context
 from learn2pd.version import __version__
 
@@ -49,7 +49,6 @@ MODEL_ARGS = {"gen_length": Check(int, gt=0, optional=True), "block_length": Che
               "seed": Check(int), "cache": Check(str, choices=CACHES), "mc_num": Check(int, gt=0),
               "is_check_greedy": Check(bool), "trust_remote_code": Check(bool), "plan": Check(str),
               "filter": Check(str, optional=True), "dtype": Check(str), "device": Check(str, optional=True)}
-DEFAULT_MAX_GEN_TOKS = 256  # lm-eval's default for a task that names no max_gen_toks
 
 
 def with_filter(plan: str, path: str) -> str:

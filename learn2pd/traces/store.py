@@ -140,6 +140,8 @@ def merge(out: Path, metadata: dict) -> Path:
 def load_traces(path: str | Path) -> datasets.DatasetDict:
     """Load a traces dataset (a collection folder or its `traces/` folder), checking the schema."""
     given = path = Path(path)
+    if path.is_file():
+        raise NotADirectoryError(f"traces {given} is a file: pass the folder collect-traces wrote (its --out)")
     if (path / "traces").is_dir():
         path = path / "traces"
     if not any((path / f).is_file() for f in ("dataset_dict.json", "state.json")):  # empty, or killed before merge
