@@ -353,7 +353,7 @@ def case_jsonl_answer_null(c):
 def case_jsonl_question_a_number(c):
     tasks = c.file("t.jsonl", '{"question": 12, "answer": "1"}\n')
     return learn2pd, ["evaluate", "--model", "/no/such", "--tasks", tasks], [
-        f"{tasks}:1: question must be non-empty text, got 12"]
+        f"{tasks}:1: question must be text, got 12"]
 
 
 def case_traces_metadata_corrupt(c):
@@ -391,6 +391,21 @@ def case_collect_jsonl_prompt_outside_tokenizer(c):
 def case_train_filter_traces_is_a_file(c):
     return train, ["--traces", c.file("t.arrow", "x"), "--out", c.tmp / "flt", "--wandb", "false"], [
         "is a file: pass the folder collect-traces wrote"]
+
+
+def case_collect_resume_with_other_settings(c):
+    (c.tmp / "t" / "shards" / "rank0-00000").mkdir(parents=True)
+    run = {"model": "/no/such", "tasks": "train:suite", "num_fewshot": 0, "question_field": "question",
+           "answer_field": "answer", "split": "train", "mode": "reference", "reference_plan": "vanilla",
+           "batch_size": 64, "devices": 1, "decoding": {}}
+    c.file("t/run.json", json.dumps(run))  # refused before the model loads (it does not exist)
+    return collect, ["--out", c.tmp / "t", "--model", "/no/such"], ["holds traces collected with a different",
+                                                                     "mode", "pass a new --out"]
+
+
+def case_evaluate_jsonl_blank_question(c):
+    tasks = c.file("t.jsonl", '{"question": "sort 1 2", "answer": "1 2"}\n{"question": "  ", "answer": "2"}\n')
+    return learn2pd, ["evaluate", "--model", c.model, "--tasks", tasks, *GEN], [f"{tasks}:2 is empty"]
 
 
 CASES = [v for k, v in list(globals().items()) if k.startswith("case_")]

@@ -145,9 +145,12 @@ def weights_hash(model) -> str:
 
 def _run_identity(cfg: CollectConfig, model, dcfg: DecodeConfig) -> dict:
     """Everything that decides which prompts land in which shard and what is recorded for them. Not
-    num_prompts: prompt streams and batches are prefix-stable, so a rerun with more prompts extends."""
-    return {"model": str(cfg.model or "checkpoints/tiny-llada"), "model_config_hash": _config_hash(model),
-            "weights": weights_hash(model), "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+    num_prompts: prompt streams and batches are prefix-stable, so a rerun with more prompts extends.
+    `model` None: the settings alone (checked before the model loads)."""
+    weights = {} if model is None else {
+        "model_config_hash": _config_hash(model), "weights": weights_hash(model),
+        "dtype": str(next(model.parameters()).dtype).replace("torch.", "")}
+    return {"model": str(cfg.model or "checkpoints/tiny-llada"), **weights,
             "tasks": cfg.tasks, "num_fewshot": cfg.num_fewshot, "question_field": cfg.question_field,
             "answer_field": cfg.answer_field, "split": cfg.split, "mode": cfg.mode,
             "reference_plan": cfg.reference_plan, "decoding": dataclasses.asdict(dcfg),
@@ -164,10 +167,11 @@ def _prepare(cfg: CollectConfig):
                              count_flag="--num-prompts")
     check_fewshot(problems, cfg.num_fewshot)
     problems = with_fewshot(problems, cfg.num_fewshot, cfg.seed)
-    # the tokenizer alone first: a prompt it cannot read is refused before the weights load (one over the
-    # context is skipped and recorded in skipped.jsonl instead)
-    check_prompts(load_tokenizer(cfg.model, cfg.trust_remote_code), [p.prompt for p in problems],
-                  [p.source for p in problems])
+    # the tokenizer alone first: a prompt it cannot read is refused before the weights load (an empty one, or
+    # one over the context, is skipped and recorded in skipped.jsonl instead)
+    readable = [p for p in problems if p.prompt.strip()]
+    check_prompts(load_tokenizer(cfg.model, cfg.trust_remote_code), [p.prompt for p in readable],
+                  [p.source for p in readable])
     model, tok, spec = load_model(cfg.model, cfg.dtype, cfg.device, cfg.trust_remote_code)
     return problems, model, tok, spec
 
@@ -228,6 +232,7 @@ def collect_traces(cfg: CollectConfig, progress: bool = True) -> Path:
     out = check_output(cfg.out, "out", folder=True, overwrite=cfg.overwrite, overwrite_flag=OVERWRITE_FLAG,
                        owns=store.COLLECTION_FILES, what="a trace collection")
     store.refuse_if_locked(out)  # another run is collecting there: refused before the model loads
+    store.check_resume(out, _run_identity(cfg, None, cfg.decode_config()))  # other settings: likewise
     prepared = _prepare(cfg)  # fail early on a bad model, task file or column, before `out` is created
     with store.locked(out):  # a second run into `out` refuses, naming this one's pid
         return _collect(cfg, out, prepared, progress)

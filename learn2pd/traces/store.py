@@ -102,16 +102,26 @@ def locked(out: Path):
         path.unlink(missing_ok=True)
 
 
+def check_resume(out: Path, run: dict, partial: bool = True) -> None:
+    """Refuse to resume shards collected with other settings than `run`; `partial`: `run` holds only the
+    settings known before the model loads (the weights' fingerprints come later), so a mismatch there is
+    refused at once."""
+    path = out / "run.json"
+    if not (shard_dirs(out) and path.is_file()):
+        return
+    old = _read_json(path, "delete it (or the folder) to start over")
+    differ = sorted(k for k in (set(run) if partial else set(old) | set(run)) if old.get(k) != run.get(k))
+    if differ:
+        raise ValueError(f"{out} holds traces collected with a different {', '.join(differ)}: "
+                         "pass a new --out, or delete that folder to start over")
+
+
 def claim(out: Path, run: dict) -> None:
     """Record what this collection runs with, or refuse to resume shards collected with anything else:
     mixing traces of two models (or two settings) into one dataset would be silent garbage."""
     path = out / "run.json"
     if shard_dirs(out) and path.is_file():
-        old = _read_json(path, "delete it (or the folder) to start over")
-        differ = sorted(k for k in set(old) | set(run) if old.get(k) != run.get(k))
-        if differ:
-            raise ValueError(f"{out} holds traces collected with a different {', '.join(differ)}: "
-                             "pass a new --out, or delete that folder to start over")
+        check_resume(out, run, partial=False)
         return
     if shard_dirs(out):
         raise ValueError(f"{out} holds shards of an unknown run (no run.json): pass a new --out, or delete it")
