@@ -181,5 +181,5 @@ def test_eotp_reference_stops_at_the_end_of_text(random_ckpt, tmp_path):
         if seq["end_position"] >= 0:  # everything after the end is padding, as written by the cut
             assert set(seq["reference"][seq["end_position"]:]) == {1}
     assert sum(ds["sequences"]["nfe"]) <= sum(full["sequences"]["nfe"])
-    with pytest.raises(ValueError, match="reference_plan must be one of vanilla, vanilla+eotp"):
+    with pytest.raises(ValueError, match=r"reference_plan must be one of vanilla, vanilla\+eotp"):
         CollectConfig(reference_plan="threshold").validate()
