@@ -67,6 +67,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from learn2pd.atomic import atomic_dir, check_output
 from learn2pd.configfile import Check, ConfigError, OneLineParser, read_yaml
+from learn2pd.errors import run_command
 from learn2pd.models.configuration_dream import DreamConfig
 from learn2pd.models.configuration_llada import LLaDAConfig
 from learn2pd.models.modeling_dream import DreamModel
@@ -425,7 +426,11 @@ def check_pretrain_config(cfg: dict, where: str) -> None:
             raise ConfigError(f"{where}: stage {i} has no {', '.join(missing)}: see configs/pretrain/tiny.yaml")
 
 
-def main(argv=None):
+def main(argv=None) -> int:
+    return run_command("pretrain_tiny", lambda: pretrain(argv))
+
+
+def pretrain(argv=None) -> int:
     ap = OneLineParser(description=__doc__.splitlines()[1])
     ap.add_argument("--config", default="configs/pretrain/tiny.yaml")
     ap.add_argument("--out")
@@ -437,15 +442,11 @@ def main(argv=None):
                     help="skip the stages before this one (with --init-from)")
     ap.add_argument("--until-stage", type=_N0.flag("int >= 0"), default=None,
                     help="stop before this stage (export what came before)")
-    try:
-        args = ap.parse_args(argv)
-        cfg = read_yaml(args.config, "configs/pretrain/tiny.yaml")
-        check_pretrain_config(cfg, args.config)
-        out = check_output(args.out or cfg["out"], "out", folder=True, overwrite=args.overwrite, owns=MODEL_FILES,
-                           what="an exported model")
-    except (ValueError, OSError) as err:
-        print(f"{ap.prog}: error: {err}", file=sys.stderr)
-        return 2
+    args = ap.parse_args(argv)
+    cfg = read_yaml(args.config, "configs/pretrain/tiny.yaml")
+    check_pretrain_config(cfg, args.config)
+    out = check_output(args.out or cfg["out"], "out", folder=True, overwrite=args.overwrite, owns=MODEL_FILES,
+                       what="an exported model")
     if args.threads:
         torch.set_num_threads(args.threads)
     L.seed_everything(cfg["seed"])
@@ -466,6 +467,7 @@ def main(argv=None):
     module.model.to("cpu").float()
     export(module, tok, out)
     print(f"saved {out}")
+    return 0
 
 
 if __name__ == "__main__":
