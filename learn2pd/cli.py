@@ -138,6 +138,39 @@ def split_policies(text: str) -> list[str]:
     return specs
 
 
+def cmd_calibrate(args) -> int:
+    from learn2pd.filters.calibrate import calibrate, write_calibration
+    from learn2pd.filters.models import load_filter
+    from learn2pd.models.loading import load_model
+    from learn2pd.tasks.loaders import load_problems
+    from learn2pd.tasks.suite import default_gen_length
+
+    load_filter(args.filter)  # a missing or broken filter fails before the model loads
+    if args.eot:
+        load_filter(args.eot)
+    if not args.tasks.startswith(("val:", "train:")) and not args.allow_heldout:
+        raise ValueError(f"--tasks {args.tasks}: thresholds are chosen on validation problems (val:suite), never on "
+                         "the held-out ones results are reported on; --allow-heldout if this set is your own")
+    thresholds = [float(t) for t in args.thresholds.split(",")]
+    blocks = [int(b) for b in args.block_lengths.split(",")]
+    problems = load_problems(args.tasks, args.num_samples)
+    cfg = _config(args, default_gen_length(p.family for p in problems))
+    model, tok, spec = load_model(args.model, args.dtype, args.device, args.trust_remote_code)
+    result = calibrate(model, tok, spec, args.filter, problems, cfg, blocks, args.eot, thresholds, args.budget,
+                       args.reference, args.batch_size, progress=not args.quiet)
+    for b, run in result["runs"].items():
+        ref = run["reference"]
+        print(f"block {b}: reference {ref['plan']} {ref['accuracy']:.1f}% at {ref['nfe_mean']:.1f} NFE")
+        for r in run["rows"]:
+            mark = " <- chosen" if r["threshold"] == result["thresholds"][b] else ""
+            print(f"  threshold {r['threshold']:.2f}: {r['accuracy']:.1f}% at {r['nfe_mean']:.2f} NFE{mark}")
+        if not run["within_budget"]:
+            print(f"  no threshold within {args.budget} points of the reference: the most accurate is kept")
+    write_calibration(args.filter, result, args.tasks)
+    print(f"wrote thresholds {result['thresholds']} into {args.filter}/config.json", file=sys.stderr)
+    return 0
+
+
 def cmd_demo(args) -> int:
     from learn2pd.demo import run_demo
 
@@ -175,6 +208,21 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     _decode_args(e)
     e.set_defaults(func=cmd_evaluate)
+
+    c = sub.add_parser("calibrate", help="choose a filter's threshold per block length by decoding validation problems")
+    c.add_argument("--filter", required=True, help="filter folder; its config.json receives the thresholds")
+    c.add_argument("--eot", default=None, help="End-of-Text predictor decoded with it (the plan gets +eotp)")
+    c.add_argument("--tasks", default="val:suite", help="validation problems (default val:suite)")
+    c.add_argument("--num-samples", type=int, default=64, help="problems per block length (default 64)")
+    c.add_argument("--block-lengths", default="32", help="comma-separated, e.g. 32,256 (default 32)")
+    c.add_argument("--thresholds", default="0.5,0.6,0.7,0.8,0.9,0.95,0.98,0.99", help="candidates")
+    c.add_argument("--budget", type=float, default=0.5,
+                   help="accuracy points the chosen threshold may lose against the reference (default 0.5)")
+    c.add_argument("--reference", default="vanilla", help="the decode accuracy is kept against (default vanilla)")
+    c.add_argument("--allow-heldout", action="store_true", help="accept a task set that is not val:/train:")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
+    _decode_args(c)
+    c.set_defaults(func=cmd_calibrate)
 
     sub.add_parser("lm-eval", help="lm-evaluation-harness with the learn2pd model registered: lm-eval's own "
                    "flags follow (see README)")

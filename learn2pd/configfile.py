@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import types
 import typing
 from pathlib import Path
 
@@ -42,7 +43,8 @@ class Check:
         if self.choices is not None:
             text = "one of " + ", ".join(map(str, self.choices))
         else:
-            text = _KINDS.get(self.kind, self.kind.__name__)
+            kinds = self.kind if isinstance(self.kind, tuple) else (self.kind,)
+            text = " or ".join(_KINDS.get(k, k.__name__) for k in kinds)
             low = f"[{self.ge:g}" if self.ge is not None else f"({self.gt:g}" if self.gt is not None else None
             if low and self.le is not None:
                 text += f" in {low}, {self.le:g}]"
@@ -73,7 +75,7 @@ class Check:
         elif self.kind is str:
             ok = isinstance(value, str) or (isinstance(value, (int, float)) and not isinstance(value, bool))
             value = str(value) if ok else value
-        else:
+        else:  # dict, list, or a tuple of kinds (`str | list[str]`)
             ok = isinstance(value, self.kind)
         if ok and self.choices is not None:
             ok = value in self.choices
@@ -113,10 +115,10 @@ def option(default=dataclasses.MISSING, help: str = "", factory=None, ge=None, g
 
 def field_check(cls, f: dataclasses.Field) -> Check:
     hint = typing.get_type_hints(cls)[f.name]
-    args = typing.get_args(hint)
-    optional = type(None) in args
-    kind = next((a for a in args if a is not type(None)), hint) if optional else hint
-    kind = typing.get_origin(kind) or kind
+    members = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    optional = type(None) in members
+    kinds = tuple(typing.get_origin(m) or m for m in members if m is not type(None))  # list[str] -> list
+    kind = kinds[0] if len(kinds) == 1 else kinds
     return Check(kind, optional=optional, **f.metadata.get("check", {}))
 
 

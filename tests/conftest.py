@@ -32,6 +32,17 @@ def tiny():
 
 
 @pytest.fixture(scope="session")
+def small_llada():
+    """A tiny random LLaDA over 20 token ids (mask 0, EOS 1) for the learned-policy tests."""
+    from learn2pd.models import LLaDAConfig, LLaDAModelLM
+
+    torch.manual_seed(0)
+    cfg = LLaDAConfig(d_model=32, n_heads=2, n_layers=2, mlp_hidden_size=64, vocab_size=20, embedding_size=20,
+                      mask_token_id=0, eos_token_id=1, pad_token_id=1, eot_token_id=None, init_std=1.0)
+    return LLaDAModelLM(cfg).eval()
+
+
+@pytest.fixture(scope="session")
 def spread_llada():
     """A tiny random LLaDA (vocabulary 58, mask 0, EOS 1) with a large init_std, so confidences are spread
     out and threshold rules make step-dependent decisions; it never predicts the mask token."""

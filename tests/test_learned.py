@@ -14,11 +14,8 @@ SPEC = ModelSpec("llada", 0, 1, 1, (1,), (5,))
 
 
 @pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    cfg = LLaDAConfig(d_model=32, n_heads=2, n_layers=2, mlp_hidden_size=64, vocab_size=20, embedding_size=20,
-                      mask_token_id=0, eos_token_id=1, pad_token_id=1, eot_token_id=None, init_std=1.0)
-    return LLaDAModelLM(cfg).eval()
+def model(small_llada):
+    return small_llada
 
 
 @pytest.fixture(scope="module")

@@ -183,3 +183,51 @@ def test_eotp_reference_stops_at_the_end_of_text(random_ckpt, tmp_path):
     assert sum(ds["sequences"]["nfe"]) <= sum(full["sequences"]["nfe"])
     with pytest.raises(ValueError, match=r"reference_plan must be one of vanilla, vanilla\+eotp"):
         CollectConfig(reference_plan="threshold").validate()
+
+
+def test_on_policy_records_the_plans_own_commits_labelled_against_the_reference(random_ckpt, tmp_path):
+    """A parallel plan on a random model commits wrong tokens: the trace keeps those states, with the
+    committed positions' labels saying whether they match the vanilla reference."""
+    import torch
+
+    cfg = _cfg(random_ckpt, tmp_path / "t", mode="on-policy", plan="threshold:tau=0.05")
+    collect_traces(cfg, progress=False)
+    ds = load_traces(tmp_path / "t")
+    steps, seqs = ds["steps"], ds["sequences"]
+    refs = {p: r for p, r in zip(seqs["prompt_id"], seqs["reference"])}
+    committed = wrong = 0
+    for row in steps:
+        ref = refs[row["prompt_id"]][row["block_start"]:row["block_start"] + 16]
+        assert row["label"] == [t == r for t, r in zip(row["token"], ref)]  # label = prediction == reference
+        committed += sum(row["committed"])
+        wrong += sum(c and not lab for c, lab in zip(row["committed"], row["label"]))
+    assert wrong > 0  # unlike an oracle replay, the plan's own mistakes are in the trace
+    # the plan commits several positions per step: fewer step rows than the vanilla reference's forwards
+    assert len(steps) < sum(seqs["nfe"]) and committed == torch.tensor(seqs["reference"]).numel()
+    assert read_metadata(tmp_path / "t")["plan"] == "threshold:tau=0.05"
+
+
+@pytest.mark.parametrize("kw, needle", [({"mode": "on-policy"}, "needs `plan`"),
+                                        ({"plan": "threshold"}, "goes with mode on-policy"),
+                                        ({"mode": "on-policy", "plan": "oracle"}, "oracle-replay")])
+def test_on_policy_config_mistakes(random_ckpt, tmp_path, kw, needle):
+    with pytest.raises(ValueError, match=needle):
+        collect_traces(_cfg(random_ckpt, tmp_path / "t", **kw), progress=False)
+    assert not (tmp_path / "t").exists()
+
+
+def test_on_policy_round_reuses_stored_references(random_ckpt, tmp_path):
+    """A DAgger round reuses an earlier collection's reference decodes: the same traces as decoding them
+    again; references of other decoding settings are refused."""
+    first = _cfg(random_ckpt, tmp_path / "r0", mode="on-policy", plan="threshold:tau=0.3")
+    collect_traces(first, progress=False)
+    again = _rows(load_traces(collect_traces(_cfg(random_ckpt, tmp_path / "r1", mode="on-policy",
+                                                  plan="threshold:tau=0.05"), progress=False).parent))
+    reused = _rows(load_traces(collect_traces(_cfg(random_ckpt, tmp_path / "r2", mode="on-policy",
+                                                   plan="threshold:tau=0.05", references=str(tmp_path / "r0")),
+                                              progress=False).parent))
+    assert reused == again
+    with pytest.raises(ValueError, match="different decoding"):
+        collect_traces(_cfg(random_ckpt, tmp_path / "r3", mode="on-policy", plan="threshold:tau=0.05",
+                            block_length=32, references=str(tmp_path / "r0")), progress=False)
+    assert not (tmp_path / "r3").exists()

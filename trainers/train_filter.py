@@ -26,7 +26,7 @@ from learn2pd.configfile import OVERWRITE_FLAG, build, check_fields, config_from
 from learn2pd.errors import run_command
 from learn2pd.filters.compare import threshold_at_false_accept_rate
 from learn2pd.filters.data import split_prompts, trace_tensors
-from learn2pd.filters.models import FILTER_FILES, FilterConfig, build_filter
+from learn2pd.filters.models import FILTER_FILES, FilterConfig, build_filter, serves_any_block
 from learn2pd.traces.store import load_traces, read_metadata
 
 TARGETS = ("filter", "eot")
@@ -34,7 +34,8 @@ TARGETS = ("filter", "eot")
 
 @dataclass
 class TrainFilterConfig:
-    traces: str = option("outputs/traces/tiny", "a collect-traces output folder")
+    traces: str | list[str] = option("outputs/traces/tiny", "a collect-traces output folder, or a list of them "
+                                     "(DAgger rounds, block lengths) of one model and one task stream")
     out: str = option("outputs/filters/tiny-llada-filter", "export folder (config.json + model.safetensors)")
     filter: dict = option(help="filter kind and settings, e.g. {kind: positionwise}",
                           factory=lambda: {"kind": "learn2pd"})
@@ -65,6 +66,20 @@ class TrainFilterConfig:
         return build(FilterConfig, ({"kind": "eot"} if self.target == "eot" else {}) | self.filter, "filter")
 
 
+def _concat_padded(parts: list[dict]) -> dict:
+    """Rows of several trace folders in one set; blocks of different lengths are zero-padded to the
+    widest, the padding out of the loss (as a short last block's padding already is)."""
+    width = max(p["features"].shape[1] for p in parts)
+
+    def pad(t):
+        return F.pad(t, (0, 0, 0, width - t.shape[1]) if t.dim() == 3 else (0, width - t.shape[1]))
+
+    keys = ("features", "label", "eot_label", "loss_mask")
+    out = {k: torch.cat([pad(p[k]) for p in parts]) for k in keys}
+    out["prompt_id"] = torch.cat([p["prompt_id"] for p in parts])
+    return out
+
+
 def _metrics(logits, labels, threshold) -> dict:
     prob = torch.sigmoid(logits)
     pred = prob > threshold
@@ -78,33 +93,47 @@ def _metrics(logits, labels, threshold) -> dict:
 
 
 class FilterDataModule(L.LightningDataModule):
-    def __init__(self, traces: str, features: list[str], block_length: int, target: str, batch_size: int, seed: int):
+    def __init__(self, traces: str | list[str], features: list[str], block_length: int, target: str,
+                 batch_size: int, seed: int, any_block: bool = False):
         super().__init__()
-        self.path, self.features, self.block_length = traces, features, block_length
+        self.path, self.features, self.block_length, self.any_block = traces, features, block_length, any_block
         self.target, self.batch_size, self.seed = target, batch_size, seed
 
     def setup(self, stage=None):
         if hasattr(self, "splits"):
             return
-        meta = read_metadata(self.path)  # first: a corrupt metadata.json is named, not a dataset error
-        ds = load_traces(self.path)
-        L_traces = len(ds["steps"][0]["confidence"])
-        if L_traces != self.block_length:
-            raise ValueError(f"traces in {self.path} have blocks of {L_traces}, the filter expects "
-                             f"{self.block_length}: set filter.block_length: {L_traces}")
-        self.meta = meta
-        gen_length = meta.get("decoding", {}).get("gen_length") or max(ds["sequences"]["end_position"]) + 1
-        t = trace_tensors(ds, self.features, gen_length, meta.get("end_ids", [1]))
+        paths = [self.path] if isinstance(self.path, str) else list(self.path)
+        if not paths:
+            raise ValueError("traces: name at least one collect-traces output folder")
+        parts, metas = [], []
+        for path in paths:
+            meta = read_metadata(path)  # first: a corrupt metadata.json is named, not a dataset error
+            ds = load_traces(path)
+            L_traces = len(ds["steps"][0]["confidence"])
+            if L_traces != self.block_length and not self.any_block:
+                raise ValueError(f"traces in {path} have blocks of {L_traces}, the filter expects "
+                                 f"{self.block_length}: set filter.block_length: {L_traces}, or train a filter "
+                                 "that serves any block length (kind positionwise without pos_in_block)")
+            if metas and meta.get("weights") != metas[0].get("weights"):
+                raise ValueError(f"traces in {path} come from other weights than {paths[0]}: a filter learns one "
+                                 "model's confidences, train on traces of one model")
+            gen_length = meta.get("decoding", {}).get("gen_length") or max(ds["sequences"]["end_position"]) + 1
+            parts.append(trace_tensors(ds, self.features, gen_length, meta.get("end_ids", [1])))
+            metas.append(meta)
+        self.meta = metas[0]
+        t = _concat_padded(parts)
         label = t["eot_label"] if self.target == "eot" else t["label"]
         # The filter is judged where it acts: still-masked positions. The EoT predictor on all valid ones.
         mask = t["loss_mask"] if self.target == "filter" else (t["features"].abs().sum(-1) > 0)
+        # Split by prompt id across folders: collections of one task stream share ids for the same problem,
+        # so a problem's rows (every round, every block length) land in one split.
         split = split_prompts(t["prompt_id"].tolist(), self.seed)
         self.splits = {}
         for name, ids in split.items():
             rows = torch.tensor([int(p) in ids for p in t["prompt_id"].tolist()])
             self.splits[name] = TensorDataset(t["features"][rows], label[rows], mask[rows])
         if len(self.splits["train"]) == 0 or len(self.splits["val"]) == 0:
-            raise ValueError(f"traces in {self.path} are too few to split by prompt: collect more prompts")
+            raise ValueError(f"traces in {', '.join(paths)} are too few to split by prompt: collect more prompts")
 
     def train_dataloader(self):
         return DataLoader(self.splits["train"], batch_size=self.batch_size, shuffle=True,
@@ -190,7 +219,8 @@ def train_filter(cfg: TrainFilterConfig, progress: bool = True) -> dict:
     check_output(cfg.log_dir, "log_dir", folder=True, overwrite=cfg.overwrite, overwrite_flag=OVERWRITE_FLAG)
     L.seed_everything(cfg.seed, verbose=False)
     fcfg = cfg.filter_config()
-    data = FilterDataModule(cfg.traces, fcfg.features, fcfg.block_length, cfg.target, cfg.batch_size, cfg.seed)
+    data = FilterDataModule(cfg.traces, fcfg.features, fcfg.block_length, cfg.target, cfg.batch_size, cfg.seed,
+                            serves_any_block(fcfg))
     data.setup()
     fcfg.model_type = data.meta.get("model_type")
     module = FilterModule(dataclasses.asdict(fcfg), cfg.lr, cfg.weight_decay, cfg.false_accept_weight)

@@ -88,6 +88,8 @@ def evaluate(model, tokenizer, spec, problems, policies: list[str | DecodingPlan
         raise ValueError("no problems to evaluate: the task source is empty")
     torch.manual_seed(config.seed)
     plans = [make_plan(p) for p in policies]
+    for plan in plans:  # a plan these settings refuse (a filter of another block length) fails before any decode
+        plan.policy.check(config, spec)
     needs_ref = any(p.policy.needs_reference for p in plans)
     vanilla = next((p for p in plans if p.describe() == "vanilla"), None)
     if needs_ref and vanilla is None:

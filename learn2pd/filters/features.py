@@ -17,7 +17,11 @@ FEATURES = {
     "is_end": "1 if the argmax is an end-of-text token",
     "pos_in_block": "relative position in the block (0..1)",
     "pos_in_answer": "block_start / gen_length (how far into the answer the block is)",
+    "position": "the position's own index in the generation region / gen_length (any block length)",
 }
+# Features that measure a position inside a block of the trained length: a filter reading one serves
+# only that block length. Every other feature means the same at block 32 and in full diffusion.
+BLOCK_BOUND = {"pos_in_block"}
 
 
 def logit_features(block_logits: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -77,6 +81,8 @@ def block_features(names, *, confidence, margin=None, entropy=None, masked=None,
             v = (torch.arange(L, device=confidence.device).float() / max(L - 1, 1)).expand(N, L)
         elif name == "pos_in_answer":
             v = (block_start.float() / gen_length)[:, None].expand(N, L)
+        elif name == "position":
+            v = (block_start.float()[:, None] + torch.arange(L, device=confidence.device)) / gen_length
         else:
             raise ValueError(f"unknown filter feature {name!r}: choose from {', '.join(FEATURES)}")
         if v is None:

@@ -3,7 +3,9 @@
 - `Learn2PDFilter` (the published baseline): the block's confidences in position order ->
   Linear(L, H) -> ReLU -> Linear(H, L): one logit per position (2,112 parameters at L = H = 32).
 - `PositionwiseFilter` (ours): per-position features, a small 1-D convolution over the block for
-  context, then a per-position MLP. Runs at any block length (decoding checks which: learned.py `_check`).
+  context, then a per-position MLP. Without a block-bound feature (`pos_in_block`) it serves any block
+  length, 32 to full diffusion: the convolution is local, so a position's score does not depend on the
+  window's width (`serves_any_block`).
 - `EoTPredictor`: same shape as the positionwise filter; its logit says "the answer has ended at or
   before this position".
 """
@@ -23,7 +25,7 @@ from torch import nn
 
 from learn2pd.atomic import atomic_dir
 from learn2pd.configfile import build, check_fields, option
-from learn2pd.filters.features import FEATURES
+from learn2pd.filters.features import BLOCK_BOUND, FEATURES
 
 KINDS = ("learn2pd", "positionwise", "eot")
 DEFAULT_FEATURES = {
@@ -42,6 +44,8 @@ class FilterConfig:
     kernel: int = option(5, gt=0)
     features: list[str] | None = None  # default: DEFAULT_FEATURES of the kind
     threshold: float = option(0.96, ge=0, le=1)  # inference acceptance threshold (Learn2PD: 0.96 LLaDA, 0.9 Dream)
+    # thresholds chosen by decoding validation problems, per block length ("32": 0.9); over `threshold`
+    thresholds: dict = field(default_factory=dict)
     model_type: str | None = None  # the dLLM the filter was trained on (checked at load time)
     training: dict = field(default_factory=dict)  # metrics and settings of the run that made it
 
@@ -59,6 +63,11 @@ class FilterConfig:
 
 
 FILTER_FILES = ("config.json", "model.safetensors")  # what a filter folder holds (save_pretrained writes)
+
+
+def serves_any_block(config: FilterConfig) -> bool:
+    """A per-position network with no feature tied to the trained block length reads any window."""
+    return config.kind != "learn2pd" and not BLOCK_BOUND & set(config.features)
 
 
 class FilterModule(nn.Module):

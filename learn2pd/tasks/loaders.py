@@ -6,7 +6,7 @@ import itertools
 import json
 from pathlib import Path
 
-from learn2pd.tasks.suite import GROUPS, Problem, heldout_problems, train_problems
+from learn2pd.tasks.suite import GROUPS, VAL_SEED, Problem, heldout_problems, train_problems
 
 
 def load_problems(tasks: str, n: int, question_field: str = "question", answer_field: str = "answer",
@@ -17,6 +17,8 @@ def load_problems(tasks: str, n: int, question_field: str = "question", answer_f
       `long` (chain, table), `all`, or a comma list of families and groups (`arith,long`): held-out
       problems, families interleaved;
     - `train:suite`, `train:long` or `train:arith,sort`: problems of the training stream (for trace collection);
+    - `val:suite` (etc.): validation problems, a training-side stream of their own seed, never held out: where
+      thresholds and checkpoints are chosen;
     - a `.jsonl` file with `question` and `answer` fields: exact match after stripping;
     - `lm_eval:TASK[:FILTER]`: an lm-evaluation-harness task or group (`lm_eval:learn2pd_suite`, `lm_eval:gsm8k`):
       its prompts, graded by its own filters and metric (learn2pd.tasks.lm_eval_tasks);
@@ -36,6 +38,8 @@ def load_problems(tasks: str, n: int, question_field: str = "question", answer_f
         return _hf_problems(tasks[3:], n, question_field, answer_field, split)
     if tasks.startswith("train:"):  # the training stream of the built-in suite (never a held-out problem)
         return list(itertools.islice(train_problems(_families(tasks[6:])), n))
+    if tasks.startswith("val:"):
+        return list(itertools.islice(train_problems(_families(tasks[4:]), seed=VAL_SEED), n))
     if tasks.endswith(".jsonl"):
         path = Path(tasks)
         if not path.is_file():

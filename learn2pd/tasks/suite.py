@@ -58,6 +58,8 @@ GROUPS = {"suite": SUITE, "short": SHORT_FAMILIES, "long": LONG_FAMILIES, "all":
 # default decoding region: every short answer fits one 32-token block of 128, a long one needs 256
 SHORT_GEN_LENGTH, LONG_GEN_LENGTH = 128, 256
 TRAIN_SEED = 0
+# validation: a training-side stream of its own (never held out), for choices made by decoding (thresholds)
+VAL_SEED = 2_000_029
 HELDOUT_SEED = 1_000_003
 HELDOUT_POOL = 2000  # per family: the first problems of the held-out stream, never trained on
 

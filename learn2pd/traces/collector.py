@@ -5,6 +5,10 @@ Modes:
   oracle, which commits exactly the positions already equal to the reference; every step is recorded.
 - `reference`: record the steps of the vanilla decode itself; labels are computed against its output
   afterwards (one decode per prompt).
+- `on-policy`: decode with vanilla (the reference), then record the states another plan visits (`plan`:
+  a threshold, or a learned filter for a DAgger round), its own parallel commits right and wrong
+  included; each prediction is labelled against the reference. Oracle replays never make a mistake, so
+  a filter trained on them alone never sees the states its own false accepts create.
 
 `reference_plan` is `vanilla` (as published) or `vanilla+eotp`: the same one-token-per-step decode that
 stops at its predicted end of text, so the EOS padding is not decoded token by token (on the tiny model
@@ -33,7 +37,7 @@ from learn2pd.filters.features import logit_features
 from learn2pd.models.loading import DTYPE_NAMES
 from learn2pd.traces import store
 
-MODES = ("oracle-replay", "reference")
+MODES = ("oracle-replay", "reference", "on-policy")
 REFERENCE_PLANS = ("vanilla", "vanilla+eotp")
 
 
@@ -45,7 +49,11 @@ class CollectConfig:
     num_prompts: int = option(2000, "prompts to record", gt=0)
     mode: str = option("oracle-replay", f"one of {', '.join(MODES)}", choices=MODES)
     reference_plan: str = option("vanilla", f"the reference decode: {' or '.join(REFERENCE_PLANS)} (stops at its end)",
-                            choices=REFERENCE_PLANS)
+                                 choices=REFERENCE_PLANS)
+    plan: str | None = option(None, "on-policy: the plan whose states are recorded, e.g. threshold:tau=0.7+eotp "
+                              "or learned:path=FILTER+eotp (a DAgger round)")
+    references: str | None = option(None, "on-policy: reuse the reference decodes stored in this earlier "
+                                    "collection (same model, prompts and decoding) instead of decoding them again")
     gen_length: int = option(128, "generation region, tokens", gt=0)
     block_length: int = option(32, "semi-autoregressive block, tokens", gt=0)
     steps: int | None = option(None, "total steps of the vanilla reference; null: one token per step", gt=0)
@@ -77,6 +85,17 @@ class CollectConfig:
         if self.reference_plan not in REFERENCE_PLANS:
             raise ValueError(f"reference_plan {self.reference_plan!r}: traces need a vanilla reference, choose "
                              f"from {', '.join(REFERENCE_PLANS)}")
+        if (self.mode == "on-policy") != (self.plan is not None):
+            raise ValueError("mode on-policy needs `plan` (the plan whose states are recorded, e.g. "
+                             "threshold:tau=0.7+eotp), and `plan` goes with mode on-policy only")
+        if self.references is not None and self.mode != "on-policy":
+            raise ValueError("references (reused reference decodes) go with mode on-policy")
+        if self.plan is not None:
+            from learn2pd.decoding.plan import make_plan
+
+            if make_plan(self.plan).policy.needs_reference:
+                raise ValueError(f"plan {self.plan!r}: on-policy traces record a plan that decodes on its own; "
+                                 "the oracle's replay is mode oracle-replay")
         if self.devices < 1 or self.batch_size < 1:
             raise ValueError("devices and batch_size must be >= 1")
         self.decode_config().validate()
@@ -153,7 +172,7 @@ def _run_identity(cfg: CollectConfig, model, dcfg: DecodeConfig) -> dict:
     return {"model": str(cfg.model or "checkpoints/tiny-llada"), **weights,
             "tasks": cfg.tasks, "num_fewshot": cfg.num_fewshot, "question_field": cfg.question_field,
             "answer_field": cfg.answer_field, "split": cfg.split, "mode": cfg.mode,
-            "reference_plan": cfg.reference_plan, "decoding": dataclasses.asdict(dcfg),
+            "reference_plan": cfg.reference_plan, "plan": cfg.plan, "decoding": dataclasses.asdict(dcfg),
             "batch_size": cfg.batch_size, "devices": cfg.devices}
 
 
@@ -189,6 +208,11 @@ def _collect_rank(cfg: CollectConfig, rank: int, world: int, progress: bool, pre
     bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"traces[{rank}]", unit="prompt",
                disable=not progress)
     replay = "oracle+eotp" if cfg.reference_plan.endswith("+eotp") else "oracle"
+    stored = _stored_references(cfg, model, problems) if cfg.references else {}
+    if cfg.plan is not None:
+        from learn2pd.decoding.plan import make_plan
+
+        plan = make_plan(cfg.plan)  # built once: a learned filter loads once
     for group in length_batches([len(encoded[i]) for i in todo], cfg.batch_size):
         batch = [todo[j] for j in group]
         rows = [encoded[i] for i in batch]
@@ -196,6 +220,10 @@ def _collect_rank(cfg: CollectConfig, rank: int, world: int, progress: bool, pre
         if cfg.mode == "reference":
             ref = decode_batch(model, tok, spec, rows, cfg.reference_plan, dcfg, observer=recorder)
             recorder.relabel(ref.sequences)
+        elif cfg.mode == "on-policy":  # the reference only labels: the plan never reads it
+            ref = _StoredReference(batch, stored, tok, spec) if all(i in stored for i in batch) else \
+                decode_batch(model, tok, spec, rows, cfg.reference_plan, dcfg)
+            decode_batch(model, tok, spec, rows, plan, dcfg, reference=ref.sequences, observer=recorder)
         else:
             ref = decode_batch(model, tok, spec, rows, cfg.reference_plan, dcfg)
             decode_batch(model, tok, spec, rows, replay, dcfg, reference=ref.sequences, observer=recorder)
@@ -211,6 +239,38 @@ def _collect_rank(cfg: CollectConfig, rank: int, world: int, progress: bool, pre
         store.write_shard(out, rank, recorder.table(), seqs)
         bar.update(len(batch))
     bar.close()
+
+
+class _StoredReference:
+    """A batch's reference decode read back from an earlier collection (what `decode_batch` returns)."""
+
+    def __init__(self, batch: list[int], stored: dict, tokenizer, spec):
+        from learn2pd.decoding.engine import decode_text
+
+        self.sequences = torch.tensor([stored[i]["reference"] for i in batch])
+        self.nfe = torch.tensor([stored[i]["nfe"] for i in batch])
+        self.texts = [decode_text(tokenizer, spec, row) for row in self.sequences]
+
+
+def _stored_references(cfg: CollectConfig, model, problems) -> dict[int, dict]:
+    """prompt_id -> reference tokens, forwards and text of an earlier collection, after checking that it
+    decoded the same references: the same weights, task stream, few-shot, reference plan and decoding."""
+    from learn2pd.traces.store import load_traces, read_metadata
+
+    meta = read_metadata(cfg.references)
+    mine = {"weights": weights_hash(model), "tasks": cfg.tasks, "num_fewshot": cfg.num_fewshot,
+            "reference_plan": cfg.reference_plan, "decoding": dataclasses.asdict(cfg.decode_config()),
+            "question_field": cfg.question_field, "answer_field": cfg.answer_field, "split": cfg.split}
+    differ = sorted(k for k in mine if meta.get(k) != mine[k])
+    if differ:
+        raise ValueError(f"references {cfg.references} were decoded with a different {', '.join(differ)}: "
+                         "point references at a collection of this model and these settings, or drop it")
+    seqs = load_traces(cfg.references)["sequences"]
+    out = {}
+    for pid, prompt, ref, nfe in zip(seqs["prompt_id"], seqs["prompt"], seqs["reference"], seqs["nfe"]):
+        if pid < len(problems) and problems[pid].prompt == prompt:
+            out[pid] = {"reference": ref, "nfe": nfe}
+    return out
 
 
 def _skip_reason(question: str, encoded: list[int], dcfg: DecodeConfig, spec) -> str | None:
@@ -241,6 +301,8 @@ def collect_traces(cfg: CollectConfig, progress: bool = True) -> Path:
 def _collect(cfg: CollectConfig, out: Path, prepared, progress: bool) -> Path:
     problems, model, tok, spec = prepared
     dcfg = cfg.decode_config()
+    if cfg.references:
+        _stored_references(cfg, model, problems)  # other settings are refused before `out` is created
     identity = _run_identity(cfg, model, dcfg)
     store.claim(out, identity)
     skipped = []

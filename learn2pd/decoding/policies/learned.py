@@ -17,7 +17,7 @@ from learn2pd.configfile import Check
 from learn2pd.decoding.policies.base import UNIT, Policy
 from learn2pd.decoding.policies.localleap import LocalLeapPolicy
 from learn2pd.filters.features import block_features, logit_features, stable_update
-from learn2pd.filters.models import load_filter
+from learn2pd.filters.models import load_filter, serves_any_block
 
 DEFAULT_FILTER = Path(__file__).resolve().parents[3] / "checkpoints" / "tiny-llada-filter"
 DEFAULT_EOT = Path(__file__).resolve().parents[3] / "checkpoints" / "tiny-llada-eot"
@@ -36,6 +36,8 @@ class LearnedPolicy(Policy):
 
         self.filter, self.eot = filter_module.eval(), eot_module.eval() if eot_module is not None else None
         self.path, self.eot_path = path, eot_path  # where they were loaded from (named in messages and specs)
+        # Given, or the filter's: calibrated per block length (resolved in `check`), else its default.
+        self._threshold_given = threshold is not None
         self.threshold = float(threshold if threshold is not None else filter_module.config.threshold)
         # The EoT predictor's own threshold (set on validation by train-filter) unless one is given.
         self.eot_threshold = float(eot_threshold if eot_threshold is not None
@@ -44,7 +46,7 @@ class LearnedPolicy(Policy):
         # Optional confidence floor under the filter's accepts: a filter trained on traces with almost no
         # wrong predictions learns to accept everything; the floor keeps the model's own doubt a veto.
         self.floor = float(floor) if floor is not None else None
-        self.blk = filter_module.config.block_length
+        self._gen_length: int | None = None  # the region's length (set by check): `position` features divide by it
         feats = set(filter_module.config.features) | (set(eot_module.config.features) if eot_module else set())
         self.needs_logits = bool(feats & LOGIT_FEATURES)
         self._prev = self._stable = None
@@ -95,13 +97,19 @@ class LearnedPolicy(Policy):
         return f"learned:{','.join(parts)}+{self.fallback.describe()}"
 
     def check(self, cfg, spec) -> None:
+        from learn2pd.filters.calibrate import threshold_for
+
         _check(self.filter.config, self.path or "(filter)", spec.family, cfg.block_length)
+        if not self._threshold_given:
+            self.threshold = threshold_for(self.filter.config.thresholds, cfg.block_length,
+                                           self.filter.config.threshold)
         if self.eot is not None and self._eot_default and not _same_family(self.eot.config, spec.family):
             self.eot = self.eot_path = None  # the shipped predictor is for the tiny LLaDA: cut on confidence
         if self.eot is not None:  # the End-of-Text predictor reads the same window: the same rule
             _check(self.eot.config, self.eot_path or "(End-of-Text predictor)", spec.family, cfg.block_length)
         self.fallback.check(cfg, spec)
         self._end_ids = torch.tensor(spec.end_ids)
+        self._gen_length = cfg.gen_length
 
     def reset(self, batch: int, width: int, device) -> None:
         self._prev = torch.full((batch, width), -1, dtype=torch.long, device=device)
@@ -109,10 +117,19 @@ class LearnedPolicy(Policy):
         self.fallback.reset(batch, width, device)
 
     # -- per step -------------------------------------------------------------------------------
+    def _window(self, module, state):
+        """The block as the module reads it: its trained width, or for a filter that serves any block
+        length the widest block of this step (AdaBlock's blocks vary)."""
+        width = module.config.block_length
+        if serves_any_block(module.config):
+            width = max(1, int(state.block.sum(-1).max()))
+        return state.block_window(width)
+
     def _features(self, names, state, win, stable):
+        # gen_length is the region's, not the live width (an EoTP cut shortens that), as in the traces
         kw = dict(confidence=win.take(state.confidence).float(), masked=win.take(state.masked),
                   stable=win.take(stable), length=win.size, block_start=win.start,
-                  gen_length=state.confidence.shape[1],
+                  gen_length=self._gen_length or state.confidence.shape[1],
                   is_end=torch.isin(win.take(state.tokens), self._end_ids.to(win.idx.device)))
         if LOGIT_FEATURES & set(names):
             kw.update(logit_features(state.logits.at(win.idx)))
@@ -122,7 +139,7 @@ class LearnedPolicy(Policy):
     def select(self, state):
         width = state.confidence.shape[1]
         stable = self._update_stable(state, width)
-        win = state.block_window(self.blk)
+        win = self._window(self.filter, state)
         self._to(win.idx.device)
         prob = torch.sigmoid(self.filter(self._features(self.filter.config.features, state, win, stable)))
         accept_blk = (prob > self.threshold) & win.valid
@@ -130,8 +147,9 @@ class LearnedPolicy(Policy):
             accept_blk &= win.take(state.confidence) >= self.floor
         accept = win.scatter(accept_blk, width) & state.candidates
         if self.eot is not None:
-            eprob = torch.sigmoid(self.eot(self._features(self.eot.config.features, state, win, stable)))
-            self._eot_prob = win.scatter(eprob * win.valid, width)
+            ewin = self._window(self.eot, state)
+            eprob = torch.sigmoid(self.eot(self._features(self.eot.config.features, state, ewin, stable)))
+            self._eot_prob = ewin.scatter(eprob * ewin.valid, width)
         if isinstance(self.fallback, LocalLeapPolicy):  # the filter's accepts become anchors
             return accept | self.fallback.select(state, extra_anchors=accept)
         return accept | self.fallback.select(state)
@@ -170,7 +188,7 @@ def _check(config, path, model_type, block_length) -> None:
     if model_type and config.model_type and config.model_type.lower() != model_type.lower():
         raise ValueError(f"filter {path} was trained on a {config.model_type!r} model, not {model_type!r}: "
                          "collect traces and train a filter for this model")
-    if not block_length or block_length == config.block_length:
+    if not block_length or block_length == config.block_length or serves_any_block(config):
         return
     # The filter reads a window of config.block_length positions from the block's start.
     if config.kind == "learn2pd":
