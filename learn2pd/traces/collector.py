@@ -294,6 +294,8 @@ def collect_traces(cfg: CollectConfig, progress: bool = True) -> Path:
     store.refuse_if_locked(out)  # another run is collecting there: refused before the model loads
     store.check_resume(out, _run_identity(cfg, None, cfg.decode_config()))  # other settings: likewise
     prepared = _prepare(cfg)  # fail early on a bad model, task file or column, before `out` is created
+    if cfg.references:
+        _stored_references(cfg, prepared[1], prepared[0])  # other settings are refused before `out` is created
     with store.locked(out):  # a second run into `out` refuses, naming this one's pid
         return _collect(cfg, out, prepared, progress)
 
@@ -301,8 +303,6 @@ def collect_traces(cfg: CollectConfig, progress: bool = True) -> Path:
 def _collect(cfg: CollectConfig, out: Path, prepared, progress: bool) -> Path:
     problems, model, tok, spec = prepared
     dcfg = cfg.decode_config()
-    if cfg.references:
-        _stored_references(cfg, model, problems)  # other settings are refused before `out` is created
     identity = _run_identity(cfg, model, dcfg)
     store.claim(out, identity)
     skipped = []
