@@ -17,10 +17,15 @@ from learn2pd.atomic import check_output
 from learn2pd.decoding.engine import DecodeConfig
 from learn2pd.evaluation.report import markdown_table, plot_pareto, write_atomic, write_json
 from learn2pd.evaluation.runner import evaluate
-from learn2pd.models.loading import load_model
+from learn2pd.filters.models import FILTER_FILES
+from learn2pd.models.loading import load_model, resolve_dtype
 from learn2pd.tasks.loaders import load_problems
 from learn2pd.tasks.suite import SUITE, default_gen_length
 from learn2pd.traces import CollectConfig, collect_traces
+from learn2pd.traces.store import COLLECTION_FILES
+
+# what a demo's --out holds: anything else there is the user's, never replaced without --overwrite
+DEMO_FILES = ("traces", "filter", "eot", "logs", "results.json", "results.md", "results.png")
 
 TRAINING_FREE = ["vanilla", "vanilla+eotp", "threshold:tau=0.9+eotp", "threshold:tau=0.7+eotp",
                  "threshold:tau=0.5+eotp", "localleap+eotp", "localleap:kappa=0.8,tau=0.6+eotp", "adablock+eotp",
@@ -38,16 +43,30 @@ def run_demo(out: str = "outputs/demo", num_traces: int = 384, num_samples: int 
              overwrite: bool = False, cache: str = "none") -> dict:
     from learn2pd.trainers.train_filter import TrainFilterConfig, train_filter
 
-    out_dir = check_output(out, "--out", folder=True, overwrite=overwrite)
+    # Every argument and output is checked before anything is written or removed.
+    for flag, value in (("--num-traces", num_traces), ("--num-samples", num_samples), ("batch_size", batch_size)):
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"{flag} must be a whole number > 0, got {value!r}")
+    resolve_dtype(dtype)
     gen_length = gen_length or default_gen_length(SUITE)  # 256: the long families need it
+    decoding = DecodeConfig(gen_length=gen_length, block_length=block_length, cache=cache)
+    decoding.validate()
+    out_dir = check_output(out, "--out", folder=True, overwrite=overwrite, owns=DEMO_FILES, what="a demo's output")
+    collect_cfg = CollectConfig(out=str(out_dir / "traces"), num_prompts=num_traces, gen_length=gen_length,
+                                block_length=block_length, batch_size=batch_size, dtype=dtype,
+                                reference_plan="vanilla+eotp", overwrite=overwrite)
+    collect_cfg.validate()
+    check_output(out_dir / "traces", "--out", folder=True, overwrite=overwrite, owns=COLLECTION_FILES,
+                 what="a trace collection")
+    for sub in ("filter", "eot"):
+        check_output(out_dir / sub, "--out", folder=True, overwrite=overwrite, owns=FILTER_FILES,
+                     what="a learn2pd filter")
     t0 = time.perf_counter()
     say = print if progress else (lambda *a, **k: None)
     # From nothing: traces left by an earlier demo (another model or settings) must not be resumed.
     shutil.rmtree(out_dir / "traces", ignore_errors=True)
     say(f"[1/3] collecting oracle-replay traces of {num_traces} training problems (vanilla+eotp reference)")
-    traces = collect_traces(CollectConfig(out=str(out_dir / "traces"), num_prompts=num_traces, gen_length=gen_length,
-                                          block_length=block_length, batch_size=batch_size, dtype=dtype,
-                                          reference_plan="vanilla+eotp", overwrite=overwrite), progress)
+    traces = collect_traces(collect_cfg, progress)
     say(f"[2/3] training the Learn2PD filter and the End-of-Text predictor (W&B offline, CSV) on {traces}")
     common = dict(traces=str(out_dir / "traces"), log_dir=str(out_dir / "logs"), overwrite=overwrite)
     filt = train_filter(TrainFilterConfig(out=str(out_dir / "filter"), target="filter",
@@ -59,8 +78,7 @@ def run_demo(out: str = "outputs/demo", num_traces: int = 384, num_samples: int 
     plans = TRAINING_FREE + learned_plans(out_dir / "filter", out_dir / "eot")
     say(f"[3/3] evaluating {len(plans)} plans on {num_samples} held-out problems (cache: {cache})")
     model, tok, spec = load_model(dtype=dtype)
-    report = evaluate(model, tok, spec, load_problems("suite", num_samples), plans,
-                      DecodeConfig(gen_length=gen_length, block_length=block_length, cache=cache), batch_size, progress)
+    report = evaluate(model, tok, spec, load_problems("suite", num_samples), plans, decoding, batch_size, progress)
     report["config"] = {"num_traces": num_traces, "num_samples": num_samples, "gen_length": gen_length, "cache": cache,
                         "block_length": block_length, "dtype": dtype, "filter": filt, "eot": eot}
     table = markdown_table(report["results"])

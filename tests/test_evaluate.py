@@ -76,4 +76,4 @@ def test_the_default_region_fits_the_families(random_ckpt, tasks, region, capsys
     # this checkpoint's context is 96 tokens, so either default region is refused, naming its length
     assert main(["evaluate", "--model", str(random_ckpt), "--tasks", tasks, "--num-samples", "2",
                  "--policies", "vanilla", "--quiet"]) == 2
-    assert f"gen_length ({region}) exceeds" in capsys.readouterr().err
+    assert f"--gen-length {region} leaves no room for a prompt" in capsys.readouterr().err

@@ -1,7 +1,9 @@
 """Each user mistake of issue 16's table, through the CLIs: exit code 2, one line `<prog>: error: ...` naming
 the input and the fix, and nothing written (the temp folder, which is also the working directory, unchanged)."""
 
+import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,7 +148,8 @@ def case_unknown_policy_lists_learned(c):
 
 
 def case_collect_zero_prompts(c):
-    return collect, ["--out", c.tmp / "t", "--num-prompts", "0", "--model", "/no/such"], ["--num-prompts must be > 0"]
+    return collect, ["--out", c.tmp / "t", "--num-prompts", "0", "--model", "/no/such"], [
+        "--num-prompts must be a whole number > 0, got 0"]
 
 
 def case_collect_bad_model(c):
@@ -204,6 +207,207 @@ def case_positionwise_filter_longer_block(c):
         f"filter {flt}", "window would not cover", "--block-length 4"]
 
 
+# Data loss: a folder or file a tool did not create is never replaced or deleted (the tree check below).
+def someone_elses(c, name="mine") -> Path:
+    c.file("notes.txt", "keep me")
+    (c.tmp / name).mkdir()
+    (c.tmp / "notes.txt").rename(c.tmp / name / "notes.txt")
+    return c.tmp / name
+
+
+def case_train_filter_out_holds_other_files(c):
+    return train, ["--out", someone_elses(c), "--traces", "/no/such", "--wandb", "false"], [
+        "already holds files that are not a learn2pd filter (notes.txt)", "--overwrite true"]
+
+
+def case_collect_out_holds_other_files(c):
+    return collect, ["--out", someone_elses(c), "--model", "/no/such"], [
+        "not a trace collection (notes.txt)", "--overwrite true"]
+
+
+def case_demo_out_holds_other_files(c):
+    return learn2pd, ["demo", "--out", someone_elses(c)], ["--out", "not a demo's output (notes.txt)", "--overwrite"]
+
+
+def case_demo_bad_argument_keeps_earlier_traces(c):
+    (c.tmp / "demo" / "traces" / "shards").mkdir(parents=True)
+    c.file("demo/traces/run.json", "{}\n")
+    return learn2pd, ["demo", "--out", c.tmp / "demo", "--num-traces", "0"], [
+        "argument --num-traces: must be a whole number > 0, got 0"]
+
+
+def case_evaluate_output_named_like_the_table(c):
+    return learn2pd, ["evaluate", "--output", c.tmp / "r.md", "--model", "/no/such"], [
+        "--output", "name the JSON", "r.json"]
+
+
+def case_evaluate_output_over_a_file_of_the_user(c):
+    c.file("r.png", "not ours")
+    return learn2pd, ["evaluate", "--output", c.tmp / "r.json", "--model", "/no/such"], [
+        "r.png exists and is not an earlier evaluation's", "--overwrite"]
+
+
+# Typed validation: a wrong type, range, choice or key in a file or flag names where it came from, the value
+# and what is allowed, before the model loads (--model /no/such shows it).
+def case_collect_yaml_wrong_type(c):
+    cfg = c.file("c.yaml", "num_prompts: eight\n")
+    return collect, ["--config", cfg, "--model", "/no/such"], [
+        f"{cfg}: num_prompts must be a whole number > 0, got 'eight'"]
+
+
+def case_collect_yaml_is_a_list(c):
+    cfg = c.file("c.yaml", "- num_prompts: 8\n")
+    return collect, ["--config", cfg], [str(cfg), "key: value", "got a list"]
+
+
+def case_collect_yaml_invalid(c):
+    cfg = c.file("c.yaml", "num_prompts: 8\nmode: [oracle\n")
+    return collect, ["--config", cfg], [f"{cfg}:3 is not valid YAML"]
+
+
+def case_collect_flag_not_a_choice(c):
+    return collect, ["--out", c.tmp / "t", "--cache", "full", "--model", "/no/such"], [
+        "--cache must be one of none, prefix, dual, got 'full'"]
+
+
+def case_train_filter_misspelt_filter_key(c):
+    return train, ["--traces", "/no/such", "--filter", "{kind: positionwise, hiden: 8}"], [
+        "filter: unknown keys ['hiden']", "known: kind"]
+
+
+def case_train_filter_filter_not_a_mapping(c):
+    return train, ["--traces", "/no/such", "--filter", "positionwise"], ["--filter must be a mapping"]
+
+
+def case_train_filter_epochs_zero(c):
+    return train, ["--traces", "/no/such", "--epochs", "0"], ["--epochs must be a whole number > 0, got 0"]
+
+
+def case_train_filter_unknown_target(c):
+    return train, ["--traces", "/no/such", "--target", "eos"], ["--target must be one of filter, eot, got 'eos'"]
+
+
+def case_filter_config_does_not_match_its_weights(c):
+    flt = c.filter(c.tmp / "flt")
+    cfg = yaml.safe_load((flt / "config.json").read_text())  # JSON is YAML
+    (flt / "config.json").write_text(json.dumps({**cfg, "hidden": 16}))
+    return learn2pd, ["generate", "--model", "/no/such", "--prompt", "x", "--policy", f"learned:path={flt}"], [
+        f"{flt / 'model.safetensors'} does not match {flt / 'config.json'}", "retrain"]
+
+
+@pytest.mark.parametrize("spec, needle", [
+    ("learned:threshold=1.5", "threshold must be a number in [0, 1], got 1.5"),
+    ("localleap:radius=-1", "radius must be a whole number >= 0, got -1"),
+    ("adablock:window=-1", "window must be a number > 0, got -1"),
+    ("adablock:b0=abc", "b0 must be a whole number > 0 (or null), got 'abc'"),
+    ("vanilla+eotp:drop=maybe", "drop must be true or false"),
+])
+def test_plan_parameter_out_of_range(spec, needle, capsys):
+    assert learn2pd(["generate", "--model", "/no/such", "--prompt", "x", "--policy", spec]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], lines
+
+
+def test_eotp_drop_false_keeps_the_cut_positions():
+    from learn2pd.decoding.plan import make_plan
+
+    assert make_plan("vanilla+eotp:drop=false").eotp_drop is False
+    assert make_plan("vanilla+eotp:drop=true").eotp_drop is True and make_plan("vanilla+eotp").eotp_drop is True
+
+
+def case_gen_length_zero(c):
+    return learn2pd, ["generate", "--model", "/no/such", "--prompt", "x", "--gen-length", "0"], [
+        "argument --gen-length: must be a whole number > 0, got 0"]
+
+
+def case_batch_size_zero(c):
+    return learn2pd, ["evaluate", "--model", "/no/such", "--batch-size", "0"], [
+        "argument --batch-size: must be a whole number > 0, got 0"]
+
+
+def case_device_not_supported(c):
+    return learn2pd, ["generate", "--model", "/no/such", "--prompt", "x", "--device", "mps"], [
+        "--device mps", "cpu, cuda or cuda:N"]
+
+
+def case_policies_name_nothing(c):
+    return learn2pd, ["evaluate", "--model", "/no/such", "--policies", ","], ["--policies ','", "names no policy"]
+
+
+def case_fewshot_more_than_the_pool(c):
+    return learn2pd, ["evaluate", "--model", "/no/such", "--num-fewshot", "1000"], ["--num-fewshot must be in [0, 256]"]
+
+
+def case_fewshot_on_a_jsonl(c):
+    tasks = c.file("t.jsonl", '{"question": "a", "answer": "1"}\n')
+    return learn2pd, ["evaluate", "--model", "/no/such", "--tasks", tasks, "--num-fewshot", "2"], [
+        "--num-fewshot 2 applies to the built-in suite's families only"]
+
+
+def case_jsonl_answer_null(c):
+    tasks = c.file("t.jsonl", '{"question": "a", "answer": "1"}\n{"question": "b", "answer": null}\n')
+    return learn2pd, ["evaluate", "--model", "/no/such", "--tasks", tasks], [
+        f"{tasks}:2: answer must be text or a number", "None"]
+
+
+def case_jsonl_question_a_number(c):
+    tasks = c.file("t.jsonl", '{"question": 12, "answer": "1"}\n')
+    return learn2pd, ["evaluate", "--model", "/no/such", "--tasks", tasks], [
+        f"{tasks}:1: question must be text, got 12"]
+
+
+def case_traces_metadata_corrupt(c):
+    (c.tmp / "traces" / "traces").mkdir(parents=True)
+    c.file("traces/traces/metadata.json", "{not json")
+    c.file("traces/traces/dataset_dict.json", '{"splits": ["steps", "sequences"]}')
+    return train, ["--traces", c.tmp / "traces", "--out", c.tmp / "flt", "--wandb", "false"], [
+        f"{c.tmp / 'traces' / 'traces' / 'metadata.json'} is not valid JSON"]
+
+
+# One prompt check for every entry point (learn2pd.tasks.prompting.check_prompts), with the tokenizer alone.
+def case_evaluate_jsonl_prompt_outside_tokenizer(c):
+    tasks = c.file("t.jsonl", '{"question": "sort 1 2", "answer": "1 2"}\n{"question": "sort 🙂 2", "answer": "2"}\n')
+    return learn2pd, ["evaluate", "--model", c.model, "--tasks", tasks, *GEN], [
+        f"{tasks}:2 'sort 🙂 2' has characters this model's tokenizer maps to unknown ('🙂')"]
+
+
+def case_evaluate_prompt_over_the_context(c):
+    tasks = c.file("t.jsonl", '{"question": "%s", "answer": "1"}\n' % ("1 " * 45))
+    return learn2pd, ["evaluate", "--model", c.model, "--tasks", tasks, *GEN], [
+        f"{tasks}:1 is 92 tokens, and with gen_length 16 exceeds the model's context of 96", "--gen-length"]
+
+
+def case_generate_prompt_over_the_context(c):
+    return learn2pd, ["generate", "--model", c.model, "--prompt", "1" * 60, "--gen-length", "40", "--block-length",
+                      "8"], ["prompt #0 is 62 tokens, and with gen_length 40 exceeds the model's context of 96"]
+
+
+def case_collect_jsonl_prompt_outside_tokenizer(c):
+    tasks = c.file("t.jsonl", '{"question": "sort 🙂 2", "answer": "2"}\n')
+    return collect, ["--out", c.tmp / "t", "--tasks", tasks, "--model", c.model], [
+        f"{tasks}:1 'sort 🙂 2' has characters this model's tokenizer maps to unknown"]
+
+
+def case_train_filter_traces_is_a_file(c):
+    return train, ["--traces", c.file("t.arrow", "x"), "--out", c.tmp / "flt", "--wandb", "false"], [
+        "is a file: pass the folder collect-traces wrote"]
+
+
+def case_collect_resume_with_other_settings(c):
+    (c.tmp / "t" / "shards" / "rank0-00000").mkdir(parents=True)
+    run = {"model": "/no/such", "tasks": "train:suite", "num_fewshot": 0, "question_field": "question",
+           "answer_field": "answer", "split": "train", "mode": "reference", "reference_plan": "vanilla",
+           "batch_size": 64, "devices": 1, "decoding": {}}
+    c.file("t/run.json", json.dumps(run))  # refused before the model loads (it does not exist)
+    return collect, ["--out", c.tmp / "t", "--model", "/no/such"], ["holds traces collected with a different",
+                                                                     "mode", "pass a new --out"]
+
+
+def case_evaluate_jsonl_blank_question(c):
+    tasks = c.file("t.jsonl", '{"question": "sort 1 2", "answer": "1 2"}\n{"question": "  ", "answer": "2"}\n')
+    return learn2pd, ["evaluate", "--model", c.model, "--tasks", tasks, *GEN], [f"{tasks}:2 is empty"]
+
+
 CASES = [v for k, v in list(globals().items()) if k.startswith("case_")]
 
 
@@ -254,3 +458,105 @@ def test_every_flag_has_help():
     for name, parser in sub.choices.items():
         missing = [a.dest for a in parser._actions if not a.help]
         assert not missing, f"{name}: {missing}"
+
+
+def test_library_writers_refuse_a_folder_that_is_not_theirs(tmp_path):
+    from learn2pd.evaluation.report import report_paths
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    flt = Ctx(tmp_path, tmp_path, None).filter(tmp_path / "flt")
+    with pytest.raises(FileExistsError, match="not a learn2pd filter"):
+        build_filter(FilterConfig(block_length=8, hidden=8)).save_pretrained(mine)
+    assert (mine / "notes.txt").read_text() == "keep me"
+    build_filter(FilterConfig(block_length=8, hidden=8)).save_pretrained(flt)  # an earlier filter is replaced
+    build_filter(FilterConfig(block_length=8, hidden=8)).save_pretrained(mine, overwrite=True)
+    assert sorted(os.listdir(mine)) == ["config.json", "model.safetensors"]
+    (tmp_path / "r.json").write_text('{"results": [], "config": {}}')  # an earlier evaluation's: replaced
+    (tmp_path / "r.md").write_text("| table |")
+    assert report_paths(tmp_path / "r.json")[1] == tmp_path / "r.md"
+
+
+def test_jsonl_with_a_byte_order_mark_loads(tmp_path):
+    from learn2pd.tasks.loaders import load_problems
+
+    tasks = tmp_path / "t.jsonl"
+    tasks.write_text('\ufeff{"question": "a", "answer": 1}\n', encoding="utf-8")
+    assert [(p.prompt, p.answer) for p in load_problems(str(tasks), 5)] == [("a", "1")]
+
+
+def test_lm_eval_model_arguments_are_typed():
+    from learn2pd.harness.lm import Learn2PDLM
+
+    for args, needle in (("gen_length=abc", "model argument gen_length must be a whole number > 0 (or null)"),
+                         ("trust_remote_code=maybe", "model argument trust_remote_code must be true or false"),
+                         ("cache=full", "model argument cache must be one of none, prefix, dual"),
+                         ("batch_size=0", "model argument batch_size must be a whole number > 0")):
+        with pytest.raises(ValueError, match=re.escape(needle)):
+            Learn2PDLM.create_from_arg_string(f"pretrained=/no/such,{args}")
+
+
+def test_pretrain_config_mistakes_are_one_line(tmp_path, capsys):
+    from learn2pd.trainers.pretrain_tiny import main as pretrain
+
+    base = (ROOT / "configs/pretrain/tiny.yaml").read_text()
+    for extra, needle in (("max_step: 5\n", "unknown keys ['max_step']"), ("lr: fast\n", "lr must be a number > 0")):
+        cfg = tmp_path / "p.yaml"
+        cfg.write_text(base + extra)
+        assert pretrain(["--config", str(cfg), "--out", str(tmp_path / "m")]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and needle in lines[0], lines
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_second_collection_into_one_folder_refuses_naming_the_first(tmp_path, capsys):
+    import subprocess
+
+    from learn2pd.traces import store
+
+    first = subprocess.Popen(["sleep", "60"])  # stands for a running collection
+    try:
+        (tmp_path / "t").mkdir()
+        (tmp_path / "t" / "lock").write_text(f"{first.pid}\n")
+        assert collect(["--out", str(tmp_path / "t"), "--model", "/no/such"]) == 2
+        line = capsys.readouterr().err.strip()
+        assert line == (f"collect-traces: error: {tmp_path / 't'} is being collected into by process {first.pid}: "
+                        "wait for it to finish (a rerun then resumes), or pass another --out")
+    finally:
+        first.kill()
+        first.wait()
+    with store.locked(tmp_path / "t"):  # its process is gone: the stale lock is taken over
+        assert (tmp_path / "t" / "lock").read_text() == f"{os.getpid()}\n"
+    assert not (tmp_path / "t" / "lock").exists()
+
+
+def test_ctrl_c_is_one_line_and_exit_130(tmp_path, random_ckpt, monkeypatch, capsys):
+    from learn2pd.traces import collector
+
+    def interrupted(*a, **k):
+        assert (tmp_path / "t" / "lock").is_file()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(collector, "_collect_rank", interrupted)
+    assert collect(["--out", str(tmp_path / "t"), "--model", str(random_ckpt), "--num-prompts", "2",
+                    "--gen-length", "16", "--block-length", "8"]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1:] == [
+        "collect-traces: interrupted; rerun the same command to resume"]
+    assert not (tmp_path / "t" / "lock").exists()  # released: the rerun is not refused
+    import learn2pd.cli as cli
+
+    monkeypatch.setattr(cli, "cmd_generate", lambda args: (_ for _ in ()).throw(KeyboardInterrupt()))
+    assert learn2pd(["generate", "--prompt", "x"]) == 130
+    assert capsys.readouterr().err.strip() == "learn2pd: interrupted"
+
+
+def test_an_lm_eval_task_decodes_in_its_own_answer_budget():
+    from learn2pd.tasks.loaders import load_problems
+    from learn2pd.tasks.suite import problems_gen_length
+
+    # learn2pd_long's tasks name max_gen_toks 256: at the short default (128) table answers were cut
+    assert problems_gen_length(load_problems("lm_eval:learn2pd_long", 2), 32) == 256
+    assert problems_gen_length(load_problems("lm_eval:learn2pd_long", 2), 96) == 288  # whole blocks
+    assert problems_gen_length(load_problems("short", 3), 32) == 128
+

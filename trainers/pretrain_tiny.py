@@ -52,7 +52,6 @@ accuracy after 120 steps at 0.02, 86% at 0.05 (configs/pretrain/tiny.yaml).
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import math
 import random
@@ -64,10 +63,11 @@ from types import SimpleNamespace
 import lightning as L
 import torch
 import torch.nn.functional as F
-import yaml
 from torch.utils.data import DataLoader, IterableDataset
 
 from learn2pd.atomic import atomic_dir, check_output
+from learn2pd.configfile import Check, ConfigError, OneLineParser, read_yaml
+from learn2pd.errors import run_command
 from learn2pd.models.configuration_dream import DreamConfig
 from learn2pd.models.configuration_llada import LLaDAConfig
 from learn2pd.models.modeling_dream import DreamModel
@@ -345,6 +345,9 @@ def dream_from_llada(dream, llada) -> None:
     assert all(k.endswith("bias") for k in missing), missing
 
 
+MODEL_FILES = ("*.json", "*.safetensors", "*.jinja", "*.txt", "*.model")  # what export() writes
+
+
 def export(module: MaskedDiffusionModule, tokenizer, out: Path) -> None:
     """Write model + tokenizer to `out`, replacing it atomically."""
     with atomic_dir(out) as tmp:
@@ -387,22 +390,63 @@ def run_stage(cfg: dict, tok, out: Path, init, stage: int) -> MaskedDiffusionMod
     return module
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+_N, _N0, _F = Check(int, gt=0), Check(int, ge=0), Check(float, ge=0, le=1)
+# Every key a config (or one of its stages) may set, with its type and range.
+PRETRAIN_KEYS = {
+    "out": Check(str), "seed": Check(int), "data_seed": Check(int), "model": Check(dict), "stages": Check(list),
+    "init_from": Check(str), "log_dir": Check(str), "lr": Check(float, gt=0), "warmup_steps": _N0,
+    "max_steps": _N, "schedule_steps": _N, "batch_size": _N, "block_length": _N, "export_every": _N,
+    "precision": Check(str), "loss_weighting": Check(str), "pad_weight": Check(float, ge=0),
+    "suffix_fraction": _F, "suffix_cut_after": Check(str), "block_fraction": _F, "ordered_fraction": _F,
+    "end_block_fraction": _F, "cut_fraction": _F, "cut_spread": _N, "families": Check(object),
+    "gen_lengths": Check(dict), "sizes": Check(dict), "mixes": Check(list), "fewshot": Check(dict),
+}
+
+
+def check_pretrain_config(cfg: dict, where: str) -> None:
+    """Refuse an unknown key or a wrong type or range at the top level and in each stage (in place). A
+    top-level key that only holds a YAML anchor (`wide: &wide {...}`) is not a setting."""
+    import re
+
+    anchors = set(re.findall(r"^(\w+):\s*&", Path(where).read_text(encoding="utf-8"), re.M))
+    for i, part in enumerate([cfg, *(cfg.get("stages") or [])]):
+        at = where if i == 0 else f"{where}: stages[{i - 1}]"
+        if not isinstance(part, dict):
+            raise ConfigError(f"{at} must be a mapping of keys, got {part!r}")
+        unknown = sorted(set(part) - set(PRETRAIN_KEYS) - (anchors if i == 0 else set()))
+        if unknown:
+            raise ConfigError(f"{at}: unknown keys {unknown}; known: {', '.join(PRETRAIN_KEYS)}")
+        for key, value in part.items():
+            if value is not None and key in PRETRAIN_KEYS:
+                part[key] = PRETRAIN_KEYS[key](value, f"{at}: {key}")
+    for i, stage in enumerate(cfg.get("stages") or [{}]):  # what each stage runs with: its keys over the top's
+        missing = [k for k in ("out", "seed", "model", "lr", "warmup_steps", "max_steps", "batch_size")
+                   if k not in {**cfg, **stage}]
+        if missing:
+            raise ConfigError(f"{where}: stage {i} has no {', '.join(missing)}: see configs/pretrain/tiny.yaml")
+
+
+def main(argv=None) -> int:
+    return run_command("pretrain_tiny", lambda: pretrain(argv))
+
+
+def pretrain(argv=None) -> int:
+    ap = OneLineParser(description=__doc__.splitlines()[1])
     ap.add_argument("--config", default="configs/pretrain/tiny.yaml")
     ap.add_argument("--out")
-    ap.add_argument("--overwrite", action="store_true", help="allow an --out (or config out) inside checkpoints/")
-    ap.add_argument("--threads", type=int)
+    ap.add_argument("--overwrite", action="store_true", help="replace an --out that is not a model, or write "
+                    "inside checkpoints/")
+    ap.add_argument("--threads", type=_N.flag("positive int"), help="torch threads (default: torch's)")
     ap.add_argument("--init-from", help="start from an exported checkpoint folder (continue training)")
-    ap.add_argument("--from-stage", type=int, default=0, help="skip the stages before this one (with --init-from)")
-    ap.add_argument("--until-stage", type=int, default=None, help="stop before this stage (export what came before)")
+    ap.add_argument("--from-stage", type=_N0.flag("int >= 0"), default=0,
+                    help="skip the stages before this one (with --init-from)")
+    ap.add_argument("--until-stage", type=_N0.flag("int >= 0"), default=None,
+                    help="stop before this stage (export what came before)")
     args = ap.parse_args(argv)
-    cfg = yaml.safe_load(Path(args.config).read_text())
-    try:
-        out = check_output(args.out or cfg["out"], "out", folder=True, overwrite=args.overwrite)
-    except (ValueError, OSError) as err:
-        print(f"{ap.prog}: error: {err}", file=sys.stderr)
-        return 2
+    cfg = read_yaml(args.config, "configs/pretrain/tiny.yaml")
+    check_pretrain_config(cfg, args.config)
+    out = check_output(args.out or cfg["out"], "out", folder=True, overwrite=args.overwrite, owns=MODEL_FILES,
+                       what="an exported model")
     if args.threads:
         torch.set_num_threads(args.threads)
     L.seed_everything(cfg["seed"])
@@ -423,6 +467,7 @@ def main(argv=None):
     module.model.to("cpu").float()
     export(module, tok, out)
     print(f"saved {out}")
+    return 0
 
 
 if __name__ == "__main__":

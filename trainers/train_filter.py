@@ -22,11 +22,14 @@ from torch.utils.data import DataLoader, TensorDataset
 from torchmetrics.functional.classification import binary_auroc
 
 from learn2pd.atomic import check_output
-from learn2pd.configfile import OVERWRITE_FLAG, config_from_args, option
+from learn2pd.configfile import OVERWRITE_FLAG, build, check_fields, config_from_args, option
+from learn2pd.errors import run_command
 from learn2pd.filters.compare import threshold_at_false_accept_rate
 from learn2pd.filters.data import split_prompts, trace_tensors
-from learn2pd.filters.models import FilterConfig, build_filter, serves_any_block
+from learn2pd.filters.models import FILTER_FILES, FilterConfig, build_filter, serves_any_block
 from learn2pd.traces.store import load_traces, read_metadata
+
+TARGETS = ("filter", "eot")
 
 
 @dataclass
@@ -36,21 +39,31 @@ class TrainFilterConfig:
     out: str = option("outputs/filters/tiny-llada-filter", "export folder (config.json + model.safetensors)")
     filter: dict = option(help="filter kind and settings, e.g. {kind: positionwise}",
                           factory=lambda: {"kind": "learn2pd"})
-    target: str = option("filter", "filter (is this prediction final?) or eot (does the answer end here?)")
-    lr: float = option(3e-3, "AdamW learning rate")
-    weight_decay: float = option(0.0, "AdamW weight decay")
-    epochs: int = option(40, "epochs; the best one by validation loss is exported")
+    target: str = option("filter", "filter (is this prediction final?) or eot (does the answer end here?)",
+                         choices=TARGETS)
+    lr: float = option(3e-3, "AdamW learning rate", gt=0)
+    weight_decay: float = option(0.0, "AdamW weight decay", ge=0)
+    epochs: int = option(40, "epochs; the best one by validation loss is exported", gt=0)
     # a few thousand step rows: at 4096 an epoch was one optimizer step (AUROC 0.68)
-    batch_size: int = option(64, "step rows per optimizer step")
-    false_accept_weight: float = option(1.0, ">1 penalises accepting a wrong token more than rejecting a right one")
+    batch_size: int = option(64, "step rows per optimizer step", gt=0)
+    false_accept_weight: float = option(1.0, ">1 penalises accepting a wrong token more than rejecting a right one",
+                                        gt=0)
     calibrate_false_accept: float | None = option(
         None, "set the exported threshold on validation: the lowest whose false-accept rate stays within "
-        "this budget; null keeps filter.threshold (Learn2PD's 0.96)")
+        "this budget; null keeps filter.threshold (Learn2PD's 0.96)", ge=0, le=1)
     seed: int = option(0, "split and initialisation seed")
     wandb: bool = option(True, "log to Weights & Biases (offline unless logged in)")
     wandb_project: str = option("learn2pd", "W&B project")
     log_dir: str = option("runs/filter", "CSV logs and the W&B offline run")
-    overwrite: bool = option(False, "needed to write into checkpoints/ (the shipped filters)")
+    overwrite: bool = option(False, "replace an out folder that is not a filter, or write into checkpoints/ "
+                             "(the shipped filters)")
+
+    def __post_init__(self):
+        check_fields(self)
+        self.filter_config()  # a wrong filter key or value is refused before the traces are read
+
+    def filter_config(self) -> FilterConfig:
+        return build(FilterConfig, ({"kind": "eot"} if self.target == "eot" else {}) | self.filter, "filter")
 
 
 def _concat_padded(parts: list[dict]) -> dict:
@@ -94,7 +107,8 @@ class FilterDataModule(L.LightningDataModule):
             raise ValueError("traces: name at least one collect-traces output folder")
         parts, metas = [], []
         for path in paths:
-            ds, meta = load_traces(path), read_metadata(path)
+            meta = read_metadata(path)  # first: a corrupt metadata.json is named, not a dataset error
+            ds = load_traces(path)
             L_traces = len(ds["steps"][0]["confidence"])
             if L_traces != self.block_length and not self.any_block:
                 raise ValueError(f"traces in {path} have blocks of {L_traces}, the filter expects "
@@ -203,10 +217,11 @@ def wandb_logger(log_dir: str, project: str, name: str):
 
 def train_filter(cfg: TrainFilterConfig, progress: bool = True) -> dict:
     """Train, test on held-out prompts, export the best epoch to `cfg.out`; returns the test metrics."""
-    check_output(cfg.out, "out", folder=True, overwrite=cfg.overwrite, overwrite_flag=OVERWRITE_FLAG)
+    check_output(cfg.out, "out", folder=True, overwrite=cfg.overwrite, overwrite_flag=OVERWRITE_FLAG,
+                 owns=FILTER_FILES, what="a learn2pd filter")
     check_output(cfg.log_dir, "log_dir", folder=True, overwrite=cfg.overwrite, overwrite_flag=OVERWRITE_FLAG)
     L.seed_everything(cfg.seed, verbose=False)
-    fcfg = FilterConfig(**({"kind": "eot"} if cfg.target == "eot" else {}) | cfg.filter)
+    fcfg = cfg.filter_config()
     data = FilterDataModule(cfg.traces, fcfg.features, fcfg.block_length, cfg.target, cfg.batch_size, cfg.seed,
                             serves_any_block(fcfg))
     data.setup()
@@ -218,7 +233,12 @@ def train_filter(cfg: TrainFilterConfig, progress: bool = True) -> dict:
                         enable_checkpointing=False, enable_progress_bar=progress, enable_model_summary=False,
                         log_every_n_steps=1, deterministic=True)
     start = time.perf_counter()
-    trainer.fit(module, data)
+    try:
+        trainer.fit(module, data)
+    except SystemExit:  # Lightning turns Ctrl-C into a shutdown and exit(1): report it as the interrupt it was
+        if trainer.state.status == "interrupted":
+            raise KeyboardInterrupt from None
+        raise
     seconds = time.perf_counter() - start
     if best.state is not None:
         module.net.load_state_dict(best.state)
@@ -230,7 +250,7 @@ def train_filter(cfg: TrainFilterConfig, progress: bool = True) -> dict:
                                   "calibrate_false_accept": cfg.calibrate_false_accept,
                                   "train_seconds": round(seconds, 1),
                                   "best_val_loss": best.best, **{k: float(v) for k, v in test.items()}}
-    module.net.save_pretrained(cfg.out)
+    module.net.save_pretrained(cfg.out, overwrite=cfg.overwrite)
     for lg in loggers:
         lg.finalize("success")
     if cfg.wandb:
@@ -254,14 +274,13 @@ def build_config(argv=None) -> TrainFilterConfig:
 
 
 def main(argv=None) -> int:
-    try:
+    def command() -> int:
         cfg = build_config(argv)
         metrics = train_filter(cfg)
-    except (ValueError, OSError) as err:
-        print(f"train-filter: error: {str(err).splitlines()[0]}", file=sys.stderr)
-        return 2
-    print(f"exported {cfg.out}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.startswith("test/")))
-    return 0
+        print(f"exported {cfg.out}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.startswith("test/")))
+        return 0
+
+    return run_command("train-filter", command)
 
 
 if __name__ == "__main__":

@@ -33,8 +33,9 @@ class DecodeConfig:
                               f"pick e.g. --gen-length {fit}")
         num_blocks = self.gen_length // self.block_length
         if self.total_steps % num_blocks or self.total_steps <= 0:
+            fit = max(1, round(self.total_steps / num_blocks)) * num_blocks
             raise DecodeError(f"steps {self.total_steps} must be a positive multiple of the number of blocks "
-                              f"({num_blocks})")
+                              f"({num_blocks}): pick e.g. --steps {fit}")
         if self.remasking not in ("low_confidence", "random"):
             raise DecodeError(f"remasking must be 'low_confidence' or 'random', got {self.remasking!r}")
         if self.temperature < 0:

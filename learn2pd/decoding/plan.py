@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from learn2pd.decoding.policies.base import Policy, PolicySpecError
+from learn2pd.decoding.policies.base import Policy, PolicySpecError, checked_params
 from learn2pd.decoding.policies.dream import EntropyPolicy, MaskGITPlusPolicy, OriginPolicy, TopkMarginPolicy
 from learn2pd.decoding.policies.factor import FactorPolicy
 from learn2pd.decoding.policies.learned import LearnedPolicy
@@ -68,6 +68,8 @@ class DecodingPlan:
 
 
 def _value(text: str):
+    if text.lower() in ("true", "false"):  # `eotp:drop=false`: a bool, not a (truthy) string
+        return text.lower() == "true"
     for cast in (int, float):
         try:
             return cast(text)
@@ -120,10 +122,14 @@ def make_plan(spec: str | Policy | DecodingPlan) -> DecodingPlan:
             if unknown:
                 raise PolicySpecError(f"bad parameters for 'eotp' in {spec!r}: {sorted(unknown)}; use eotp or "
                                       "eotp:drop=0")
-            eotp, eotp_drop = True, bool(params.get("drop", 1))
+            drop = params.get("drop", True)
+            if drop not in (0, 1):  # False and True are 0 and 1
+                raise PolicySpecError(f"bad parameters for 'eotp' in {spec!r}: drop must be true or false (1 or 0), "
+                                      f"got {drop!r}")
+            eotp, eotp_drop = True, bool(drop)
         elif name in SCHEDULERS:
             try:
-                scheduler = SCHEDULERS[name](**params)
+                scheduler = SCHEDULERS[name](**checked_params(SCHEDULERS[name], params))
             except TypeError as err:
                 raise PolicySpecError(f"bad parameters for {name!r} in {spec!r}: {err}") from None
         elif name in POLICIES and POLICIES[name].takes_fallback:

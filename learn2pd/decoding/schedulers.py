@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from learn2pd.configfile import Check
 from learn2pd.decoding.state import NEG_INF
 
 
@@ -32,6 +33,7 @@ class Scheduler:
     """Chooses each row's block end at the block's first step."""
 
     name = "scheduler"
+    bounds: dict[str, Check] = {}  # type and range of spec parameters
 
     def bind(self, cfg, spec) -> None:
         """Resolve defaults that depend on the decoding settings and the model (called by `decode`)."""
@@ -60,6 +62,8 @@ class FixedBlocks(Scheduler):
 
 class AdaBlockScheduler(Scheduler):
     name = "adablock"
+    bounds = {"b0": Check(int, gt=0, optional=True), "tau_d": Check(float, ge=0, le=1, optional=True),
+              "window": Check(float, gt=0)}
 
     def __init__(self, b0: int | None = None, tau_d: float | None = None, window: float = 0.25):
         if b0 is not None and int(b0) <= 0:

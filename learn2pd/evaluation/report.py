@@ -21,6 +21,35 @@ def markdown_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def report_paths(output, overwrite: bool = False, name: str = "--output") -> tuple[Path, Path, Path]:
+    """The results JSON, table and plot of an evaluation (`output` and its .md and .png beside it), checked
+    before any work: a name that is one of the derived ones would be written twice, and existing files are
+    replaced only when they are an earlier evaluation's (or with `overwrite`)."""
+    from learn2pd.atomic import check_output
+
+    out = Path(output)
+    if out.suffix in (".md", ".png"):
+        raise ValueError(f"{name} {out}: the table and plot go beside the results as .md and .png: name the JSON, "
+                         f"e.g. {name} {out.with_suffix('.json')}")
+    paths = (out, out.with_suffix(".md"), out.with_suffix(".png"))
+    for path in paths:
+        check_output(path, name, overwrite=overwrite)
+    if not overwrite and not _is_report(out):
+        taken = [p for p in paths if p.exists()]
+        if taken:
+            raise FileExistsError(f"{name} {out}: {taken[0]} exists and is not an earlier evaluation's: pass another "
+                                  f"{name}, or --overwrite to replace it")
+    return paths
+
+
+def _is_report(path: Path) -> bool:
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(report, dict) and {"results", "config"} <= set(report)
+
+
 def write_json(path, payload: dict) -> Path:
     return write_atomic(path, json.dumps(payload, indent=2) + "\n")
 

@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from learn2pd.atomic import atomic_dir
+from learn2pd.configfile import build, check_fields, option
 from learn2pd.filters.features import BLOCK_BOUND, FEATURES
 
 KINDS = ("learn2pd", "positionwise", "eot")
@@ -36,19 +37,20 @@ DEFAULT_FEATURES = {
 
 @dataclass
 class FilterConfig:
-    kind: str = "learn2pd"  # learn2pd | positionwise | eot
-    block_length: int = 32
-    hidden: int = 32
-    layers: int = 2
-    kernel: int = 5
+    kind: str = option("learn2pd", choices=KINDS)
+    block_length: int = option(32, gt=0)
+    hidden: int = option(32, gt=0)
+    layers: int = option(2, gt=0)
+    kernel: int = option(5, gt=0)
     features: list[str] | None = None  # default: DEFAULT_FEATURES of the kind
-    threshold: float = 0.96  # inference acceptance threshold (Learn2PD: 0.96 LLaDA, 0.9 Dream)
+    threshold: float = option(0.96, ge=0, le=1)  # inference acceptance threshold (Learn2PD: 0.96 LLaDA, 0.9 Dream)
     # thresholds chosen by decoding validation problems, per block length ("32": 0.9); over `threshold`
     thresholds: dict = field(default_factory=dict)
     model_type: str | None = None  # the dLLM the filter was trained on (checked at load time)
     training: dict = field(default_factory=dict)  # metrics and settings of the run that made it
 
     def __post_init__(self):
+        check_fields(self, lambda key: f"filter {key}")
         if self.kind not in KINDS:
             raise ValueError(f"unknown filter kind {self.kind!r}: choose from {', '.join(KINDS)}")
         if self.features is None:
@@ -60,6 +62,9 @@ class FilterConfig:
             raise ValueError("the learn2pd filter reads confidences only; use kind 'positionwise' for more features")
 
 
+FILTER_FILES = ("config.json", "model.safetensors")  # what a filter folder holds (save_pretrained writes)
+
+
 def serves_any_block(config: FilterConfig) -> bool:
     """A per-position network with no feature tied to the trained block length reads any window."""
     return config.kind != "learn2pd" and not BLOCK_BOUND & set(config.features)
@@ -68,9 +73,10 @@ def serves_any_block(config: FilterConfig) -> bool:
 class FilterModule(nn.Module):
     config: FilterConfig
 
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write config.json and model.safetensors into `directory`, replacing it atomically."""
-        with atomic_dir(directory) as tmp:
+    def save_pretrained(self, directory: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Write config.json and model.safetensors into `directory`, replacing it atomically; a folder holding
+        other files is refused unless `overwrite` (it is not a filter, and would be deleted)."""
+        with atomic_dir(directory, FILTER_FILES, "a learn2pd filter", overwrite) as tmp:
             (tmp / "config.json").write_text(json.dumps(dataclasses.asdict(self.config), indent=2) + "\n")
             save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()},
                       str(tmp / "model.safetensors"))
@@ -141,12 +147,17 @@ def load_filter(directory: str | os.PathLike, map_location: str = "cpu") -> Filt
         raise ValueError(f"{directory} looks like {what} (its config.json has no 'kind'): pass a filter folder, "
                          "or train one from traces with `train-filter`")
     raw.pop("model_config_hash", None)  # written by older versions, never checked
-    module = build_filter(FilterConfig(**raw))
+    module = build_filter(build(FilterConfig, raw, str(cfg_file)))
     weights = directory / "model.safetensors"
     try:
         state = load_file(str(weights), device=map_location)
     except SafetensorError as e:
         raise ValueError(f"{weights} is corrupted or truncated ({e}): re-export the filter or retrain it "
                          "with `train-filter`") from None
-    module.load_state_dict(state)
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as e:  # sizes or names differ from what config.json describes
+        detail = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), str(e))
+        raise ValueError(f"{weights} does not match {cfg_file} ({detail}): re-export the filter or retrain "
+                         "it with `train-filter`") from None
     return module.eval()

@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from lm_eval.__main__ import cli_evaluate
 
+    from learn2pd.errors import run_command
     from learn2pd.harness.cost import markdown  # importing learn2pd.harness registers the learn2pd model
 
     argv = _with_model(list(sys.argv[1:] if argv is None else argv))
@@ -59,16 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     output_path = out_arg.parse_known_args(argv)[0].output_path
     start, saved = time.time(), sys.argv
     sys.argv = ["lm-eval", *argv]  # lm-eval's CLI reads sys.argv
-    try:
-        cli_evaluate()
-    except (ValueError, FileNotFoundError, OSError) as err:  # a bad plan, model path or setting: one line, as learn2pd
-        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"learn2pd lm-eval: error: {msg}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    try:  # a bad plan, model path or setting: one line, as learn2pd
+        code = run_command("learn2pd lm-eval", lambda: cli_evaluate() or 0)
     finally:
         sys.argv = saved
+    if code:
+        return code
     if launch is not None and not launch.is_main:  # lm-eval wrote its results on rank 0 only
         return 0
     results = results_file(output_path, start) if output_path else None

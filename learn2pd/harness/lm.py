@@ -40,19 +40,26 @@ from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 from tqdm.auto import tqdm
 
+from learn2pd.configfile import Check
 from learn2pd.decoding.batching import decode_all
-from learn2pd.decoding.config import DecodeConfig
+from learn2pd.decoding.config import CACHES, DecodeConfig
 from learn2pd.decoding.engine import decode_text
 from learn2pd.decoding.plan import make_plan
 from learn2pd.distributed import check_cuda_rank, launch_env
 from learn2pd.harness.cost import CostMeter
 from learn2pd.harness.likelihood import greedy_matches, mc_loglikelihood
-from learn2pd.tasks.lm_eval_tasks import cut_at_stops
-from learn2pd.tasks.prompting import encode_context
+from learn2pd.tasks.lm_eval_tasks import DEFAULT_MAX_GEN_TOKS, cut_at_stops
+from learn2pd.tasks.prompting import check_prompts, encode_context
 from learn2pd.version import __version__
 
 log = logging.getLogger(__name__)
-DEFAULT_MAX_GEN_TOKS = 256  # lm-eval's default for a task that names no max_gen_toks
+# The model arguments' types and ranges: `gen_length=abc` or `trust_remote_code=maybe` is one line naming it.
+MODEL_ARGS = {"gen_length": Check(int, gt=0, optional=True), "block_length": Check(int, gt=0),
+              "steps": Check(int, gt=0, optional=True), "temperature": Check(float, ge=0),
+              "cfg_scale": Check(float, ge=0), "remasking": Check(str, choices=("low_confidence", "random")),
+              "seed": Check(int), "cache": Check(str, choices=CACHES), "mc_num": Check(int, gt=0),
+              "is_check_greedy": Check(bool), "trust_remote_code": Check(bool), "plan": Check(str),
+              "filter": Check(str, optional=True), "dtype": Check(str), "device": Check(str, optional=True)}
 
 
 def with_filter(plan: str, path: str) -> str:
@@ -91,6 +98,8 @@ class Learn2PDLM(TemplateLM):
                                    cfg_scale=float(cfg_scale), remasking=remasking, seed=int(seed), cache=cache)
         self.config.validate()
         self.batch_size = int(batch_size) if str(batch_size).isdigit() else 32  # "auto": no search, the default
+        if self.batch_size <= 0:
+            raise ValueError(f"model argument batch_size must be a whole number > 0 (or auto), got {batch_size!r}")
         self.mc_num, self.is_check_greedy = int(mc_num), bool(is_check_greedy)
         if isinstance(pretrained, torch.nn.Module):  # a loaded model (Python API), with its tokenizer
             if tokenizer is None:
@@ -169,7 +178,7 @@ class Learn2PDLM(TemplateLM):
                 continue
             if key not in known:
                 raise ValueError(f"unknown learn2pd model argument {key!r}: choose from {', '.join(sorted(known))}")
-            args[key], last = value, key
+            args[key], last = MODEL_ARGS[key](value, f"model argument {key}") if key in MODEL_ARGS else value, key
         extra = {k: v for k, v in (additional_config or {}).items() if v is not None and k not in args}
         return cls(**args, **extra)
 
@@ -246,6 +255,8 @@ class Learn2PDLM(TemplateLM):
         bar = tqdm(total=len(requests), desc="learn2pd generate", disable=disable_tqdm)
         for (task, gen_length), idx in groups.items():  # one task at a time: its cost is its own
             cfg = dataclasses.replace(self.config, gen_length=gen_length)
+            # the check every entry point makes (a prompt over the context is cut from the left, as lm-eval does)
+            check_prompts(self.tokenizer, [requests[i].args[0] for i in idx], [f"{task} request {i}" for i in idx])
             encoded = [self._prompt_ids(requests[i].args[0], gen_length) for i in idx]
             out = decode_all(self.model, self.tokenizer, self.spec, encoded, self.plan, cfg, self.batch_size,
                              on_batch=bar.update)

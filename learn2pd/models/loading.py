@@ -23,6 +23,7 @@ AutoModel.register(DreamConfig, DreamModel, exist_ok=True)
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "checkpoints" / "tiny-llada"
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
+DTYPE_NAMES = ("auto", *DTYPES)
 
 
 class ModelLoadError(ValueError):
@@ -44,7 +45,67 @@ def resolve_dtype(dtype: str | torch.dtype, device: str = "cpu") -> torch.dtype:
     return DTYPES[dtype]
 
 
+MODEL_TYPES = ("llada", "dream")  # compared lowercased: Dream's config says "Dream"
+
+
+def _hub_config(repo: str) -> dict:
+    """A hub repository's config.json, read as JSON: nothing it names (`auto_map`) is imported or run, and an
+    unreachable hub is one error at once (no retries), since only a local folder can help then."""
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
+
+    def unreachable():
+        why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "the hub cannot be reached"
+        return ModelLoadError(f"hub id {repo!r} is not in the local hub cache and {why}: pass a local model folder "
+                              "(config.json + *.safetensors) instead")
+
+    try:
+        try:
+            file = hf_hub_download(repo, "config.json", local_files_only=True)
+        except LocalEntryNotFoundError:
+            if constants.HF_HUB_OFFLINE:
+                raise unreachable() from None
+            # one request without retries (hf_hub_download alone retries an unreachable hub for a minute)
+            try:
+                get_hf_file_metadata(hf_hub_url(repo, "config.json"))
+            except HfHubHTTPError:
+                raise
+            except Exception:  # the HTTP client's connection errors (its module differs between versions)
+                raise unreachable() from None
+            file = hf_hub_download(repo, "config.json")
+    except RepositoryNotFoundError:
+        raise ModelLoadError(f"no hub repository {repo!r} (or it is gated): check the id, or pass a local model "
+                             "folder") from None
+    except EntryNotFoundError:
+        raise ModelLoadError(f"hub repository {repo!r} has no config.json: it is not a model") from None
+    except HFValidationError:
+        raise ModelLoadError(f"no model folder at {repo!r}, and it is not a valid hub id") from None
+    try:
+        return json.loads(Path(file).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelLoadError(f"config.json of {repo!r} is not valid JSON ({e}): download it again") from None
+
+
 def _model_type(path: str) -> str:
+    return str(model_config(path)["model_type"])
+
+
+def context_length(path: str | Path | None = None) -> int | None:
+    """The model's context in tokens, from its config.json (before the weights load): prompts are checked
+    against it. The same keys as `spec_from_model`."""
+    cfg = model_config(str(path or DEFAULT_MODEL))
+    return cfg.get("max_sequence_length") or cfg.get("max_position_embeddings")
+
+
+def model_config(path: str) -> dict:
+    """config.json of a model folder or hub id as JSON, its model type refused unless learn2pd decodes it:
+    checked before any class is built, so a config's `auto_map` (code shipped with the model) is never reached."""
     local = Path(path)
     if local.is_dir():
         cfg_file = local / "config.json"
@@ -55,14 +116,29 @@ def _model_type(path: str) -> str:
             raw = json.loads(cfg_file.read_text())
         except json.JSONDecodeError as e:
             raise ModelLoadError(f"{cfg_file} is not valid JSON ({e}): download or export the model again") from None
-        if "kind" in raw and "architectures" not in raw:  # a learn2pd filter's config (it has model_type too)
+        if isinstance(raw, dict) and "kind" in raw and "architectures" not in raw:  # a filter (has model_type too)
             raise ModelLoadError(f"{path} is a learn2pd filter, not a model: pass it in a policy as "
                                  f"learned:path={path}, and a dLLM folder or hub id as --model")
-        return raw.get("model_type", "")
-    if local.exists() or path.startswith((".", "/", "~")) or path.count("/") != 1:
+    elif local.exists() or path.startswith((".", "/", "~")) or path.count("/") != 1:
         raise ModelLoadError(f"no model folder at {path!r}: give a folder with config.json, or a hub id "
                              "like GSAI-ML/LLaDA-8B-Instruct (default: the embedded checkpoints/tiny-llada)")
-    return AutoConfig.from_pretrained(path, trust_remote_code=True).model_type
+    else:
+        raw = _hub_config(path)
+    mtype = raw.get("model_type", "") if isinstance(raw, dict) else ""
+    if str(mtype).lower() not in MODEL_TYPES:
+        raise ModelLoadError(f"{path} has model_type {mtype!r}; learn2pd decodes masked dLLMs of type "
+                             "'llada' or 'Dream'")
+    return raw
+
+
+def _load_tokenizer(path: str, trust_remote_code: bool):
+    try:
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except ValueError as e:
+        if trust_remote_code or "trust_remote_code" not in str(e):
+            raise
+        raise ModelLoadError(f"the tokenizer of {path} ships its own Python code: pass --trust-remote-code "
+                             "(trust_remote_code=True in Python or lm-eval model args) if you trust it") from None
 
 
 def check_device(device: str) -> None:
@@ -70,6 +146,8 @@ def check_device(device: str) -> None:
         dev = torch.device(device)
     except RuntimeError:
         raise ModelLoadError(f"unknown device {device!r}: use cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ModelLoadError(f"--device {device}: learn2pd runs on cpu, cuda or cuda:N")
     if dev.type == "cuda" and not torch.cuda.is_available():
         fix = "install a CUDA build" if torch.version.cuda is None else "check the driver and CUDA_VISIBLE_DEVICES"
         why = "this torch has no CUDA" if torch.version.cuda is None else "torch sees no CUDA device"
@@ -91,7 +169,7 @@ def load_tokenizer(path: str | Path | None = None, trust_remote_code: bool = Fal
     """The tokenizer alone (cheap): checks inputs before the weights are loaded."""
     path = str(path or DEFAULT_MODEL)
     _model_type(path)
-    return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    return _load_tokenizer(path, trust_remote_code)
 
 
 def load_model(path: str | Path | None = None, dtype: str | torch.dtype = "float32", device: str = "cpu",
@@ -102,18 +180,12 @@ def load_model(path: str | Path | None = None, dtype: str | torch.dtype = "float
     check_device(device)
     torch_dtype = resolve_dtype(dtype, device)
     mtype = _model_type(path)
-    try:
-        if mtype == "llada":
-            model = LLaDAModelLM.from_pretrained(path, dtype=torch_dtype)
-        elif mtype.lower() == "dream":
-            model = DreamModel.from_pretrained(path, dtype=torch_dtype)
-        else:
-            raise ModelLoadError(f"{path} has model_type {mtype!r}; learn2pd decodes masked dLLMs of type "
-                                 "'llada' or 'Dream'")
+    try:  # the native classes: a config's auto_map is never looked at
+        model = (LLaDAModelLM if mtype.lower() == "llada" else DreamModel).from_pretrained(path, dtype=torch_dtype)
     except SafetensorError as e:
         raise ModelLoadError(f"{_bad_weights(path)} is corrupted or truncated ({e}): download or export the "
                              "model again") from None
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    tokenizer = _load_tokenizer(path, trust_remote_code)
     model = model.to(device).eval()
     return model, tokenizer, spec_from_model(model, tokenizer)
 

@@ -12,12 +12,19 @@ from learn2pd.tasks.suite import FAMILIES, Problem, train_problems
 SHOT_POOL = 256  # training problems per family the shots are drawn from (never a held-out problem)
 
 
+def check_fewshot(problems: list[Problem], k: int) -> None:
+    """Refuse shots that would do nothing (and yet be recorded in results): none of `problems` is of the suite."""
+    if k > 0 and not any(p.family in FAMILIES for p in problems):
+        raise ValueError(f"--num-fewshot {k} applies to the built-in suite's families only: a JSONL or hub dataset "
+                         "holds its own shots in its questions, and an lm-eval task takes lm-eval's --num_fewshot")
+
+
 def with_fewshot(problems: list[Problem], k: int, seed: int = 0) -> list[Problem]:
     """Each problem's prompt preceded by `k` solved problems of its family, `question\\nanswer\\n` each,
     drawn per problem from a fixed pool of training problems (deterministic for a seed). Problems of
     families outside the suite (a JSONL, an lm-eval task) are returned unchanged."""
-    if k < 0:
-        raise ValueError(f"--num-fewshot must be >= 0, got {k}")
+    if k < 0 or k > SHOT_POOL:
+        raise ValueError(f"--num-fewshot must be in [0, {SHOT_POOL}] (the training problems shots come from), got {k}")
     if k == 0:
         return list(problems)
     pool = {f: list(itertools.islice(train_problems((f,)), SHOT_POOL)) for f in FAMILIES}

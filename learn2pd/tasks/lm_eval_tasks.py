@@ -19,6 +19,7 @@ from pathlib import Path
 
 from learn2pd.tasks.suite import Problem
 
+DEFAULT_MAX_GEN_TOKS = 256  # lm-eval's, for a task that names none
 LOCAL_TASKS = Path(__file__).resolve().parents[2] / "configs" / "lm_eval"
 FEWSHOT_SEED = 1234  # lm-eval's default fewshot_random_seed: the same examples as `lm_eval --num_fewshot`
 
@@ -79,11 +80,12 @@ def _task_problems(task, filter_name: str):
     ensemble = ensembles[filter_name] if filter_name else task._filters[0]
     metric = next(iter(task._metric_fn_list))
     until = (task.config.generation_kwargs or {}).get("until", [])
+    budget = int((task.config.generation_kwargs or {}).get("max_gen_toks") or DEFAULT_MAX_GEN_TOKS)
     task.set_fewshot_seed(FEWSHOT_SEED)
     shots = task.config.num_fewshot or 0
     for doc in task.eval_docs:
         yield Problem(name, _prompt(task, doc, shots), str(task.doc_to_target(doc)),
-                      grader=partial(_grade, task, doc, ensemble, metric, until))
+                      grader=partial(_grade, task, doc, ensemble, metric, until), max_gen_toks=budget)
 
 
 def _prompt(task, doc, shots: int) -> str:

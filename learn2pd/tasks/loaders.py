@@ -45,7 +45,7 @@ def load_problems(tasks: str, n: int, question_field: str = "question", answer_f
         if not path.is_file():
             raise FileNotFoundError(f"no task file {tasks}: give a .jsonl with question/answer fields")
         try:
-            text = path.read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8-sig")  # a byte-order mark some editors write is not data
         except UnicodeDecodeError as e:
             raise ValueError(f"{tasks} is not UTF-8 text (byte {e.start}): save it as UTF-8") from None
         problems = []
@@ -60,7 +60,13 @@ def load_problems(tasks: str, n: int, question_field: str = "question", answer_f
                                  "write one JSON object per line") from None
             if not isinstance(row, dict) or "question" not in row or "answer" not in row:
                 raise ValueError(f"{tasks}:{line_no} lacks a 'question' or 'answer' field")
-            problems.append(Problem("jsonl", row["question"], str(row["answer"])))
+            question, answer = row["question"], row["answer"]
+            if not isinstance(question, str):  # an empty one is named by the prompt check (collect-traces skips it)
+                raise ValueError(f"{tasks}:{line_no}: question must be text, got {question!r}")
+            if not isinstance(answer, (str, int, float)) or isinstance(answer, bool) or not str(answer).strip():
+                raise ValueError(f"{tasks}:{line_no}: answer must be text or a number (the reply it is graded "
+                                 f"against), got {answer!r}")
+            problems.append(Problem("jsonl", question, str(answer), source=f"{tasks}:{line_no}"))
         if not problems:
             raise ValueError(f"{tasks} has no problems: add lines like {{\"question\": ..., \"answer\": ...}}")
         return problems[:n]
@@ -84,7 +90,12 @@ def _hf_problems(name: str, n: int, question_field: str, answer_field: str, spli
                 raise ValueError(f"dataset {path} has no split {split!r}: choose from {', '.join(ds)}")
             ds = ds[split]
     else:
-        ds = datasets.load_dataset(path, config or None, split=split)
+        try:
+            ds = datasets.load_dataset(path, config or None, split=split)
+        except (ConnectionError, FileNotFoundError, ValueError) as e:  # offline, unknown id, missing split
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ValueError(f"hub dataset {name!r} could not be loaded ({reason}): check the name and split, or "
+                             "pass a folder written by save_to_disk (hf:FOLDER) or a .jsonl file") from None
     missing = [f for f in (question_field, answer_field) if f not in ds.column_names]
     if missing:
         raise ValueError(f"dataset {name} has no column {missing[0]!r} (columns: {', '.join(ds.column_names)}): "

@@ -14,6 +14,48 @@ def format_prompt(tokenizer, question: str) -> list[int]:
     return [tokenizer.bos_token_id, *tokenizer(question + "\n", add_special_tokens=False).input_ids]
 
 
+def prompt_problem(tokenizer, prompt) -> str | None:
+    """Why the model cannot read `prompt` as given, or None: not text, not UTF-8 (argv keeps such bytes as
+    surrogates), empty, or with characters the tokenizer maps to its unknown token (the model would silently
+    see something else)."""
+    if not isinstance(prompt, str):
+        return f"is {type(prompt).__name__}, not text: give each prompt as text"
+    bad = [f"0x{ord(c) - 0xDC00:02x}" for c in prompt if 0xDC80 <= ord(c) <= 0xDCFF]
+    if bad:
+        return f"has bytes that are not UTF-8 ({', '.join(bad)}): pass the prompt as UTF-8 text"
+    if not prompt.strip():
+        return "is empty: give each prompt some text"
+    unk = tokenizer.unk_token_id
+    if unk is not None and unk in tokenizer(prompt, add_special_tokens=False).input_ids:
+        chars = sorted({c for c in prompt if unk in tokenizer(c, add_special_tokens=False).input_ids})
+        shown = " ".join(map(repr, chars)) or "a sequence of them"
+        return (f"has characters this model's tokenizer maps to unknown ({shown}): remove them or use a model "
+                "whose tokenizer covers them")
+    return None
+
+
+def check_prompts(tokenizer, prompts, names=None, gen_length: int | None = None,
+                  context_length: int | None = None) -> None:
+    """Refuse, in one line, the first prompt the model cannot read (`prompt_problem`), or (given both lengths)
+    whose formatted ids and `gen_length` exceed the context. `names[i]` names prompt i (FILE:LINE of a JSONL,
+    default `prompt #i`). Every entry point calls it with the tokenizer alone, before the weights load."""
+    label = lambda i: (names[i] if names else "") or f"prompt #{i}"  # noqa: E731
+    for i, prompt in enumerate(prompts):
+        why = prompt_problem(tokenizer, prompt)
+        if why:
+            raise ValueError(f"{label(i)}{'' if why.startswith('is ') else f' {prompt[:40]!r}'} {why}")
+    if not (gen_length and context_length):
+        return
+    if gen_length >= context_length:
+        raise ValueError(f"--gen-length {gen_length} leaves no room for a prompt in the model's context of "
+                         f"{context_length} tokens: lower --gen-length")
+    for i, prompt in enumerate(prompts):
+        n = len(format_prompt(tokenizer, prompt))
+        if n + gen_length > context_length:
+            raise ValueError(f"{label(i)} is {n} tokens, and with gen_length {gen_length} exceeds the model's "
+                             f"context of {context_length}: shorten it or lower --gen-length")
+
+
 def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-pad id lists to one tensor; returns (ids [B, P], attention_mask [B, P])."""
     width = max(len(s) for s in sequences)

@@ -71,6 +71,8 @@ class Problem:
     answer: str  # the full expected answer text (worked steps included)
     # output -> correct; a benchmark's own grader (an lm-eval task's filters and metric). None: `is_correct`.
     grader: Callable[[str], bool] | None = field(default=None, compare=False, repr=False)
+    source: str = field(default="", compare=False, repr=False)  # FILE:LINE of a JSONL problem (named in errors)
+    max_gen_toks: int | None = field(default=None, compare=False, repr=False)  # a benchmark task's answer budget
 
     @property
     def target(self) -> str:
@@ -175,6 +177,16 @@ GENERATORS = {"arith": _arith, "sort": _sort, "rev": _rev, "chain": _chain, "tab
 def default_gen_length(families) -> int:
     """The region the given families' answers fit: 256 when any is a long family, else 128."""
     return LONG_GEN_LENGTH if set(families) & set(LONG_FAMILIES) else SHORT_GEN_LENGTH
+
+
+def problems_gen_length(problems, block_length: int) -> int:
+    """The region to decode `problems` in: a benchmark task's own `max_gen_toks` (rounded up to whole blocks),
+    as `learn2pd lm-eval` decodes it, when the problems name one; else `default_gen_length` of the families."""
+    problems = list(problems)
+    asked = [p.max_gen_toks for p in problems if p.max_gen_toks]
+    if asked:
+        return -(-max(asked) // block_length) * block_length
+    return default_gen_length(p.family for p in problems)
 
 
 def _check_families(families) -> tuple[str, ...]:

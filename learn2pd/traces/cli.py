@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from learn2pd.configfile import config_from_args
+from learn2pd.errors import run_command
 from learn2pd.traces.collector import CollectConfig, collect_traces
 
 
@@ -13,14 +14,12 @@ def build_config(argv=None) -> CollectConfig:
 
 
 def main(argv=None) -> int:
-    try:
-        cfg = build_config(argv)
-        path = collect_traces(cfg)
-    except (ValueError, FileNotFoundError, OSError) as err:
-        print(f"collect-traces: error: {str(err).splitlines()[0]}", file=sys.stderr)
-        return 2
-    print(f"traces written to {path} (load with learn2pd.traces.load_traces)")
-    return 0
+    def command() -> int:
+        path = collect_traces(build_config(argv))
+        print(f"traces written to {path} (load with learn2pd.traces.load_traces)")
+        return 0
+
+    return run_command("collect-traces", command, resumes=True)  # finished shards are kept: a rerun resumes
 
 
 if __name__ == "__main__":

@@ -34,10 +34,11 @@ from tqdm.auto import tqdm
 
 from learn2pd import __version__
 from learn2pd.atomic import check_output
-from learn2pd.configfile import OVERWRITE_FLAG, option
+from learn2pd.configfile import OVERWRITE_FLAG, check_fields, option
 from learn2pd.decoding.batching import decode_batch, encode_prompts, length_batches
-from learn2pd.decoding.config import DecodeConfig
+from learn2pd.decoding.config import CACHES, DecodeConfig
 from learn2pd.filters.features import logit_features
+from learn2pd.models.loading import DTYPE_NAMES
 from learn2pd.traces import store
 
 MODES = ("oracle-replay", "reference", "on-policy")
@@ -50,28 +51,35 @@ class CollectConfig:
     out: str = option("outputs/traces/tiny", "output folder (shards, run.json, the merged dataset in OUT/traces)")
     model: str | None = option(None, "checkpoint folder or hub id; null: the embedded tiny dLLM")
     tasks: str = option("train:suite", "prompts: train:FAMILIES (never held out), a .jsonl file or a hub dataset")
-    num_prompts: int = option(2000, "prompts to record")
-    mode: str = option("oracle-replay", f"one of {', '.join(MODES)}")
+    num_prompts: int = option(2000, "prompts to record", gt=0)
+    mode: str = option("oracle-replay", f"one of {', '.join(MODES)}", choices=MODES)
     reference_plan: str = option("vanilla", "the reference: vanilla, vanilla+eotp (stops at its end), or answer "
-                                 "(the built-in problem's expected output then end tokens: no reference decode)")
+                                 "(the built-in problem's expected output then end tokens: no reference decode)",
+                                 choices=REFERENCE_PLANS)
     plan: str | None = option(None, "on-policy: the plan whose states are recorded, e.g. threshold:tau=0.7+eotp "
                               "or learned:path=FILTER+eotp (a DAgger round)")
     references: str | None = option(None, "on-policy: reuse the reference decodes stored in this earlier "
                                     "collection (same model, prompts and decoding) instead of decoding them again")
-    gen_length: int = option(128, "generation region, tokens")
-    block_length: int = option(32, "semi-autoregressive block, tokens")
-    steps: int | None = option(None, "total steps of the vanilla reference; null: one token per step")
-    cache: str = option("none", "KV cache of the decodes: none, prefix or dual")
-    num_fewshot: int = option(0, "solved training problems of the same family before each question")
-    batch_size: int = option(64, "prompts per decode batch")
-    devices: int = option(1, "processes to shard prompts over (Lightning Fabric)")
-    dtype: str = option("float32", "float32, bfloat16 or auto (bf16 where the CPU/GPU has bf16 units)")
+    gen_length: int = option(128, "generation region, tokens", gt=0)
+    block_length: int = option(32, "semi-autoregressive block, tokens", gt=0)
+    steps: int | None = option(None, "total steps of the vanilla reference; null: one token per step", gt=0)
+    cache: str = option("none", "KV cache of the decodes: none, prefix or dual", choices=CACHES)
+    num_fewshot: int = option(0, "solved training problems of the same family before each question", ge=0)
+    batch_size: int = option(64, "prompts per decode batch", gt=0)
+    devices: int = option(1, "processes to shard prompts over (Lightning Fabric)", gt=0)
+    dtype: str = option("float32", "float32, bfloat16 or auto (bf16 where the CPU/GPU has bf16 units)",
+                        choices=DTYPE_NAMES)
     device: str = option("cpu", "cpu, cuda, cuda:N")
     seed: int = option(0, "decode seed (recorded)")
     question_field: str = option("question", "question field of a .jsonl file or hub dataset")
     answer_field: str = option("answer", "answer field of a .jsonl file or hub dataset")
     split: str = option("train", "hub dataset split")
-    overwrite: bool = option(False, "needed to write into checkpoints/ (the shipped models and filters)")
+    overwrite: bool = option(False, "replace an out folder that is not a trace collection, or write into "
+                             "checkpoints/ (the shipped models and filters)")
+    trust_remote_code: bool = option(False, "run a hub tokenizer's own code (the hub's Dream tokenizer needs it)")
+
+    def __post_init__(self):
+        check_fields(self)
 
     def decode_config(self) -> DecodeConfig:
         return DecodeConfig(gen_length=self.gen_length, block_length=self.block_length, steps=self.steps,
@@ -165,9 +173,12 @@ def weights_hash(model) -> str:
 
 def _run_identity(cfg: CollectConfig, model, dcfg: DecodeConfig) -> dict:
     """Everything that decides which prompts land in which shard and what is recorded for them. Not
-    num_prompts: prompt streams and batches are prefix-stable, so a rerun with more prompts extends."""
-    return {"model": str(cfg.model or "checkpoints/tiny-llada"), "model_config_hash": _config_hash(model),
-            "weights": weights_hash(model), "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+    num_prompts: prompt streams and batches are prefix-stable, so a rerun with more prompts extends.
+    `model` None: the settings alone (checked before the model loads)."""
+    weights = {} if model is None else {
+        "model_config_hash": _config_hash(model), "weights": weights_hash(model),
+        "dtype": str(next(model.parameters()).dtype).replace("torch.", "")}
+    return {"model": str(cfg.model or "checkpoints/tiny-llada"), **weights,
             "tasks": cfg.tasks, "num_fewshot": cfg.num_fewshot, "question_field": cfg.question_field,
             "answer_field": cfg.answer_field, "split": cfg.split, "mode": cfg.mode,
             "reference_plan": cfg.reference_plan, "plan": cfg.plan, "decoding": dataclasses.asdict(dcfg),
@@ -175,14 +186,21 @@ def _run_identity(cfg: CollectConfig, model, dcfg: DecodeConfig) -> dict:
 
 
 def _prepare(cfg: CollectConfig):
-    from learn2pd.models.loading import load_model
-    from learn2pd.tasks.fewshot import with_fewshot
+    from learn2pd.models.loading import load_model, load_tokenizer
+    from learn2pd.tasks.fewshot import check_fewshot, with_fewshot
     from learn2pd.tasks.loaders import load_problems
+    from learn2pd.tasks.prompting import check_prompts
 
     problems = load_problems(cfg.tasks, cfg.num_prompts, cfg.question_field, cfg.answer_field, cfg.split,
                              count_flag="--num-prompts")
+    check_fewshot(problems, cfg.num_fewshot)
     problems = with_fewshot(problems, cfg.num_fewshot, cfg.seed)
-    model, tok, spec = load_model(cfg.model, cfg.dtype, cfg.device)
+    # the tokenizer alone first: a prompt it cannot read is refused before the weights load (an empty one, or
+    # one over the context, is skipped and recorded in skipped.jsonl instead)
+    readable = [p for p in problems if p.prompt.strip()]
+    check_prompts(load_tokenizer(cfg.model, cfg.trust_remote_code), [p.prompt for p in readable],
+                  [p.source for p in readable])
+    model, tok, spec = load_model(cfg.model, cfg.dtype, cfg.device, cfg.trust_remote_code)
     return problems, model, tok, spec
 
 
@@ -297,12 +315,20 @@ def _fabric_worker(fabric, cfg: CollectConfig, progress: bool) -> None:
 def collect_traces(cfg: CollectConfig, progress: bool = True) -> Path:
     """Collect traces into `cfg.out` (resumable); returns the merged dataset folder `cfg.out/traces`."""
     cfg.validate()
-    out = check_output(cfg.out, "out", folder=True, overwrite=cfg.overwrite, overwrite_flag=OVERWRITE_FLAG)
+    out = check_output(cfg.out, "out", folder=True, overwrite=cfg.overwrite, overwrite_flag=OVERWRITE_FLAG,
+                       owns=store.COLLECTION_FILES, what="a trace collection")
+    store.refuse_if_locked(out)  # another run is collecting there: refused before the model loads
+    store.check_resume(out, _run_identity(cfg, None, cfg.decode_config()))  # other settings: likewise
     prepared = _prepare(cfg)  # fail early on a bad model, task file or column, before `out` is created
+    if cfg.references:
+        _stored_references(cfg, prepared[1], prepared[0])  # other settings are refused before `out` is created
+    with store.locked(out):  # a second run into `out` refuses, naming this one's pid
+        return _collect(cfg, out, prepared, progress)
+
+
+def _collect(cfg: CollectConfig, out: Path, prepared, progress: bool) -> Path:
     problems, model, tok, spec = prepared
     dcfg = cfg.decode_config()
-    if cfg.references:
-        _stored_references(cfg, model, problems)  # other settings are refused before `out` is created
     identity = _run_identity(cfg, model, dcfg)
     store.claim(out, identity)
     skipped = []

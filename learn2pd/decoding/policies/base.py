@@ -10,7 +10,10 @@ import inspect
 
 import torch
 
+from learn2pd.configfile import Check, ConfigError
 from learn2pd.decoding.state import NEG_INF, StepState
+
+UNIT = Check(float, ge=0, le=1)  # a probability or confidence threshold
 
 
 class PolicySpecError(ValueError):
@@ -29,6 +32,7 @@ class Policy:
     needs_logits = False  # the engine passes [B, G, V] logits in the state
     needs_reference = False  # the engine refuses to decode without reference tokens
     takes_fallback = False  # in a plan, another policy becomes this one's fallback (`learned+localleap`)
+    bounds: dict[str, Check] = {}  # type and range of spec parameters (`threshold:tau=1.5` is refused)
 
     def select(self, state: StepState) -> torch.Tensor:
         raise NotImplementedError
@@ -81,4 +85,12 @@ def typed_params(cls, params: dict) -> dict:
         if isinstance(default, (int, float)) and not isinstance(default, bool) and not isinstance(value, (int, float)):
             raise PolicySpecError(f"bad parameters for policy {cls.name!r}: {key} must be a number, got {value!r}")
         out[key] = value
-    return out
+    return checked_params(cls, out)
+
+
+def checked_params(cls, params: dict) -> dict:
+    """`params` with each value checked against `cls.bounds` (a policy's or a scheduler's)."""
+    try:
+        return {k: cls.bounds[k](v, k) if k in cls.bounds else v for k, v in params.items()}
+    except ConfigError as err:
+        raise PolicySpecError(f"bad parameters for {cls.name!r}: {err}") from None

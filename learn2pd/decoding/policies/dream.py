@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import torch
 
+from learn2pd.configfile import Check
 from learn2pd.decoding.policies.base import Policy
 
 
@@ -43,6 +44,8 @@ def filter_logits(logits: torch.Tensor, top_p: float | None, top_k: int | None) 
 class DreamPolicy(Policy):
     name = alg = "maskgit_plus"
     needs_logits = True
+    bounds = {"alg_temp": Check(float, ge=0, optional=True), "top_p": Check(float, gt=0, le=1, optional=True),
+              "top_k": Check(int, gt=0, optional=True), "eps": Check(float, gt=0, le=1)}
 
     def __init__(self, alg_temp: float | None = None, top_p: float | None = None, top_k: int | None = None,
                  eps: float = 1e-3):

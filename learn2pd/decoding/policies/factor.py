@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import torch
 
+from learn2pd.configfile import Check
 from learn2pd.decoding.policies.base import Policy
 from learn2pd.decoding.state import topk_mask
 
 
 class FactorPolicy(Policy):
     name = "factor"
+    bounds = {"factor": Check(float, gt=0)}
 
     def __init__(self, factor: float = 1.0):
         if factor <= 0:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-from learn2pd.decoding.policies.base import Policy
+from learn2pd.configfile import Check
+from learn2pd.decoding.policies.base import UNIT, Policy
 from learn2pd.decoding.policies.localleap import LocalLeapPolicy
 from learn2pd.filters.features import block_features, logit_features, stable_update
 from learn2pd.filters.models import load_filter, serves_any_block
@@ -26,6 +27,7 @@ LOGIT_FEATURES = {"margin", "entropy"}
 class LearnedPolicy(Policy):
     name = "learned"
     takes_fallback = True
+    bounds = {"threshold": UNIT, "floor": UNIT, "eot_threshold": UNIT, "path": Check(str), "eot": Check(str)}
 
     def __init__(self, filter_module, threshold: float | None = None, fallback: Policy | None = None,
                  eot_module=None, eot_threshold: float | None = None, floor: float | None = None,
@@ -72,16 +74,14 @@ class LearnedPolicy(Policy):
     def from_spec(cls, params: dict, fallback: Policy | None = None, eotp: bool = False) -> LearnedPolicy:
         """`learned:path=P,threshold=T,eot=E,floor=F,eot_threshold=U`; with `+eotp` and no `eot=`, the shipped
         End-of-Text predictor is loaded when it exists."""
-        from learn2pd.decoding.policies.base import PolicySpecError
+        from learn2pd.decoding.policies.base import PolicySpecError, checked_params
 
         allowed = {"path", "threshold", "eot", "floor", "eot_threshold"}
         unknown = set(params) - allowed
         if unknown:
             raise PolicySpecError(f"bad parameters for 'learned': {sorted(unknown)}; use "
                                   + ", ".join(f"{k}=" for k in sorted(allowed)))
-        for key in ("threshold", "floor", "eot_threshold"):
-            if key in params and not isinstance(params[key], (int, float)):
-                raise PolicySpecError(f"bad parameters for 'learned': {key} must be a number, got {params[key]!r}")
+        params = checked_params(cls, params)
         eot_path = params.get("eot") or (DEFAULT_EOT if eotp and DEFAULT_EOT.is_dir() else None)
         policy = cls.from_pretrained(params.get("path"), params.get("threshold"), fallback, eot_path=eot_path,
                                      floor=params.get("floor"), eot_threshold=params.get("eot_threshold"))

@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from learn2pd.decoding.policies.base import Policy
+from learn2pd.configfile import Check
+from learn2pd.decoding.policies.base import UNIT, Policy
 from learn2pd.decoding.state import top1_mask
 
 
@@ -25,6 +26,7 @@ def neighbourhood(anchors: torch.Tensor, radius: int) -> torch.Tensor:
 
 class LocalLeapPolicy(Policy):
     name = "localleap"
+    bounds = {"kappa": UNIT, "tau": UNIT, "radius": Check(int, ge=0)}
 
     def __init__(self, kappa: float = 0.9, tau: float = 0.75, radius: int = 4):
         if not 0 <= tau <= kappa <= 1:

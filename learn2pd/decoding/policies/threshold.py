@@ -3,12 +3,13 @@ and always the most confident one so each step makes progress."""
 
 from __future__ import annotations
 
-from learn2pd.decoding.policies.base import Policy
+from learn2pd.decoding.policies.base import UNIT, Policy
 from learn2pd.decoding.state import top1_mask
 
 
 class ThresholdPolicy(Policy):
     name = "threshold"
+    bounds = {"tau": UNIT}
 
     def __init__(self, tau: float = 0.9):
         if not 0.0 <= tau <= 1.0:
