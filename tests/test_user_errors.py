@@ -201,8 +201,9 @@ def case_positionwise_filter_with_pos_in_block_shorter_block(c):
         f"filter {flt}", "pos_in_block", "--block-length 16"]
 
 
-def case_positionwise_filter_longer_block(c):
-    flt = c.filter(c.tmp / "flt", "positionwise", 4, ["confidence"])
+def case_positionwise_filter_with_pos_in_block_longer_block(c):
+    # without pos_in_block a positionwise filter serves any block length (tests/test_block_lengths.py)
+    flt = c.filter(c.tmp / "flt", "positionwise", 4, ["confidence", "pos_in_block"])
     return learn2pd, ["generate", "--model", c.model, "--prompt", "x", "--policy", f"learned:path={flt}", *GEN], [
         f"filter {flt}", "window would not cover", "--block-length 4"]
 
