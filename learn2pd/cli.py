@@ -85,11 +85,22 @@ def cmd_generate(args) -> int:
     check_prompts(load_tokenizer(args.model, args.trust_remote_code), args.prompt)  # before the weights load
     model, tok, spec = load_model(args.model, args.dtype, args.device, args.trust_remote_code)
     out = generate(model, tok, args.prompt, plan, cfg, spec, batch_size=args.batch_size)
-    for text, nfe, lat in zip(out.texts, out.nfe.tolist(), out.latency_s.tolist()):
-        print(text)
-        print(f"[{plan.label}] NFE {nfe}, tokens/forward {cfg.gen_length / nfe:.2f}, {lat:.2f}s (its batch)",
-              file=sys.stderr)
+    print_answers(args.prompt, out, plan.label, cfg.gen_length, as_json=args.json)
     return 0
+
+
+def print_answers(prompts: list[str], out, label: str, gen_length: int, as_json: bool = False) -> None:
+    """One clearly separated answer per prompt; with `as_json`, one JSON object per line (for scripts)."""
+    import json
+
+    for i, (prompt, text, nfe, lat) in enumerate(zip(prompts, out.texts, out.nfe.tolist(), out.latency_s.tolist())):
+        if as_json:
+            print(json.dumps({"prompt": prompt, "text": text, "plan": label, "nfe": nfe,
+                              "tokens_per_forward": gen_length / nfe, "latency_s": lat}))
+            continue
+        print(f"{'' if i == 0 else chr(10)}=== [{i + 1}/{len(prompts)}] {prompt}")
+        print(text)
+        print(f"--- {label}: NFE {nfe}, tokens/forward {gen_length / nfe:.2f}, {lat:.2f}s (its batch)")
 
 
 def cmd_evaluate(args) -> int:
@@ -158,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--prompt", action="append", required=True, help="question text (repeat for a batch)")
     g.add_argument("--policy", default="vanilla", help="e.g. vanilla, threshold:tau=0.9, factor:factor=1")
     g.add_argument("--threshold", type=float, default=None, help="tau for threshold (f for factor)")
+    g.add_argument("--json", action="store_true", help="one JSON object per prompt and line (prompt, text, plan, "
+                   "nfe, tokens_per_forward, latency_s) instead of the readable answers")
     _decode_args(g)
     g.set_defaults(func=cmd_generate)
 

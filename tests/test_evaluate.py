@@ -52,8 +52,26 @@ def test_evaluate_with_a_cache_records_it_and_feeds_fewer_positions(random_ckpt,
 def test_generate_prints_text_and_nfe(random_ckpt, capsys):
     assert main(["generate", "--model", str(random_ckpt), "--prompt", "rev ab", "--prompt", "sort 3 1",
                  "--gen-length", "32", "--block-length", "32", "--policy", "threshold", "--threshold", "0.7"]) == 0
-    err = capsys.readouterr().err
-    assert err.count("NFE") == 2 and "threshold:tau=0.7" in err
+    out = capsys.readouterr().out
+    # one block per prompt, in the given order, each with its header and its plan's NFE line
+    first, second = out.index("=== [1/2] rev ab\n"), out.index("\n\n=== [2/2] sort 3 1\n")
+    assert first == 0 and out.count("=== [") == 2
+    blocks = [out[:second], out[second:]]
+    assert all(b.count("NFE") == 1 and "threshold:tau=0.7" in b for b in blocks)
+
+
+def test_generate_json_is_one_object_per_prompt(random_ckpt, capsys):
+    import json
+
+    args = ["generate", "--model", str(random_ckpt), "--prompt", "rev ab", "--prompt", "sort 3 1",
+            "--gen-length", "32", "--block-length", "32", "--policy", "threshold:tau=0.7"]
+    assert main(args) == 0
+    readable = capsys.readouterr().out
+    assert main([*args, "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["prompt"] for r in rows] == ["rev ab", "sort 3 1"]
+    assert all(r["plan"] == "threshold:tau=0.7" and r["tokens_per_forward"] == 32 / r["nfe"] for r in rows)
+    assert all(f"NFE {r['nfe']}," in readable for r in rows)  # the same decode as the readable output
 
 
 def test_prompt_longer_than_context(random_ckpt, capsys):
