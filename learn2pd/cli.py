@@ -31,6 +31,8 @@ def _decode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trust-remote-code", action="store_true",
                    help="run a tokenizer's own code from its folder (the hub's Dream tokenizer needs it)")
     p.add_argument("--batch-size", type=int, default=64, help="prompts decoded together (default 64)")
+    p.add_argument("--verbose", action="store_true",
+                   help="let the libraries speak: weight-loading bars, their warnings, W&B's own output")
 
 
 def _config(args, default_gen_length: int = SHORT_GEN_LENGTH):
@@ -136,6 +138,11 @@ def cmd_evaluate(args) -> int:
         write_atomic(out.with_suffix(".md"), table + "\n")
         plot = plot_pareto(report["results"], out.with_suffix(".png"))
         print(f"wrote {out}, {out.with_suffix('.md')} and {plot}", file=sys.stderr)
+    if args.wandb:
+        from learn2pd import tracking
+
+        run = tracking.log_evaluation(report, args.wandb_dir, verbose=args.verbose)
+        print(f"W&B run ({tracking.wandb_mode()}): {run}", file=sys.stderr)
     return 0
 
 
@@ -187,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--output", default=None, help="results JSON (a .md table and .png plot go beside it)")
     e.add_argument("--overwrite", action="store_true", help="allow --output inside checkpoints/")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
+    e.add_argument("--wandb", action="store_true", help="log results table, Pareto plot, config and summary to "
+                   "W&B (offline unless logged in; WANDB_MODE and WANDB_PROJECT are honoured)")
+    e.add_argument("--wandb-dir", default="runs/evaluate", help="where the W&B run folder goes (default runs/evaluate)")
     _decode_args(e)
     e.set_defaults(func=cmd_evaluate)
 

@@ -68,6 +68,9 @@ def run_demo(out: str = "outputs/demo", num_traces: int = 384, num_samples: int 
     results = write_json(out_dir / "results.json", report)
     write_atomic(out_dir / "results.md", table + "\n")
     plot = plot_pareto(report["results"], out_dir / "results.png")
+    from learn2pd import tracking
+
+    tracking.log_evaluation(report, out_dir / "logs", name="demo-evaluate")  # beside the trainers' runs
     say(f"done in {time.perf_counter() - t0:.0f}s. Files:\n  traces  {traces}\n  filter  {out_dir / 'filter'}\n"
         f"  eot     {out_dir / 'eot'}\n  logs    {out_dir / 'logs'} (CSV, and the W&B offline run under logs/wandb)\n"
         f"  results {results}, {out_dir / 'results.md'}, {plot}")

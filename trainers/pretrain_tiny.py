@@ -377,12 +377,22 @@ def run_stage(cfg: dict, tok, out: Path, init, stage: int) -> MaskedDiffusionMod
     batches = TaskBatches(tok, cfg.get("gen_lengths"), cfg["batch_size"], cfg.get("families", SUITE),
                           stage_seed(cfg, stage), cfg.get("sizes"), cfg.get("cut_fraction", 0.0), cfg.get("mixes"),
                           cfg.get("fewshot"), cfg.get("cut_spread", 4))
-    trainer = L.Trainer(max_steps=cfg["max_steps"], accelerator="auto", devices=1, logger=L.pytorch.loggers.CSVLogger(
-        cfg.get("log_dir", "runs/pretrain")), enable_checkpointing=False, gradient_clip_val=1.0,
-        precision=cfg.get("precision", "32-true"), log_every_n_steps=20,
-        callbacks=[PeriodicExport(tok, out, cfg.get("export_every", 250))])
+    log_dir = cfg.get("log_dir", "runs/pretrain")
+    loggers = [L.pytorch.loggers.CSVLogger(log_dir)]
+    if cfg.get("wandb", True):  # losses to W&B too, offline unless logged in (learn2pd.tracking)
+        from learn2pd import tracking
+
+        loggers.append(tracking.lightning_logger(log_dir, f"pretrain-{out.name}-stage{stage}",
+                                                 cfg.get("wandb_project", tracking.DEFAULT_PROJECT),
+                                                 config={k: v for k, v in cfg.items() if k != "stages"}))
+    trainer = L.Trainer(max_steps=cfg["max_steps"], accelerator="auto", devices=1, logger=loggers,
+                        enable_checkpointing=False, gradient_clip_val=1.0,
+                        precision=cfg.get("precision", "32-true"), log_every_n_steps=cfg.get("log_every", 20),
+                        callbacks=[PeriodicExport(tok, out, cfg.get("export_every", 250))])
     start = time.time()
     trainer.fit(module, DataLoader(batches, batch_size=1))
+    if len(loggers) > 1:
+        tracking.finish()  # one W&B run per stage
     print(f"stage {stage}: trained {cfg['max_steps']} steps in {time.time() - start:.0f}s")
     return module
 

@@ -9,7 +9,6 @@ holds the traces (split by prompt, 80/10/10), the best epoch by validation loss 
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -153,20 +152,12 @@ class KeepBest(L.Callback):
 
 
 def _loggers(cfg: TrainFilterConfig):
+    from learn2pd import tracking
+
     loggers = [L.pytorch.loggers.CSVLogger(cfg.log_dir, name=cfg.target)]
     if cfg.wandb:
-        try:
-            import wandb  # noqa: F401
-        except ImportError:
-            raise ValueError("W&B logging needs `pip install wandb` (or set wandb: false)") from None
-        mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
-        os.environ["WANDB_MODE"] = mode
-        name = f"{cfg.target}-{Path(cfg.out).name}"
-        Path(cfg.log_dir).mkdir(parents=True, exist_ok=True)  # W&B looks for the git root from it: else a warning
-        wb = L.pytorch.loggers.WandbLogger(project=cfg.wandb_project, save_dir=cfg.log_dir, name=name,
-                                           offline=mode == "offline")
-        wb._wandb_init.pop("anonymous", None)  # Lightning passes anonymous=None, which W&B warns is deprecated
-        loggers.append(wb)
+        loggers.append(tracking.lightning_logger(cfg.log_dir, f"{cfg.target}-{Path(cfg.out).name}", cfg.wandb_project,
+                                                 config=dataclasses.asdict(cfg)))
     return loggers
 
 
@@ -202,9 +193,9 @@ def train_filter(cfg: TrainFilterConfig, progress: bool = True) -> dict:
     for lg in loggers:
         lg.finalize("success")
     if cfg.wandb:
-        import wandb
+        from learn2pd import tracking
 
-        wandb.finish()
+        tracking.finish()
     return module.net.config.training
 
 

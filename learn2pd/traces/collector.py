@@ -58,6 +58,7 @@ class CollectConfig:
     answer_field: str = option("answer", "answer field of a .jsonl file or hub dataset")
     split: str = option("train", "hub dataset split")
     overwrite: bool = option(False, "needed to write into checkpoints/ (the shipped models and filters)")
+    wandb: bool = option(True, "log the collection's counts to W&B under OUT/logs (offline unless logged in)")
 
     def decode_config(self) -> DecodeConfig:
         return DecodeConfig(gen_length=self.gen_length, block_length=self.block_length, steps=self.steps,
@@ -240,4 +241,9 @@ def collect_traces(cfg: CollectConfig, progress: bool = True) -> Path:
         "num_prompts": len(problems), "skipped": len(skipped), "seed": cfg.seed,
         "collect_seconds_last_run": round(time.perf_counter() - start, 2),
     }
-    return store.merge(out, metadata)
+    merged = store.merge(out, metadata)
+    if cfg.wandb:
+        from learn2pd import tracking
+
+        tracking.log_trace_counts(merged, dataclasses.asdict(cfg), out / "logs")
+    return merged
