@@ -24,6 +24,7 @@ from learn2pd.atomic import check_output
 from learn2pd.configfile import OVERWRITE_FLAG, config_from_args, option
 from learn2pd.filters.compare import threshold_at_false_accept_rate
 from learn2pd.filters.data import split_prompts, trace_tensors
+from learn2pd.filters.hub import check_repo_id, push_filter, write_model_card
 from learn2pd.filters.models import FilterConfig, build_filter
 from learn2pd.traces.store import load_traces, read_metadata
 
@@ -49,6 +50,8 @@ class TrainFilterConfig:
     wandb_project: str = option("learn2pd", "W&B project")
     log_dir: str = option("runs/filter", "CSV logs and the W&B offline run")
     overwrite: bool = option(False, "needed to write into checkpoints/ (the shipped filters)")
+    push_to_hub: str | None = option(None, "ORG/NAME: upload the exported filter and its model card to the "
+                                     "Hugging Face Hub (log in first: huggingface-cli login)")
 
 
 def _metrics(logits, labels, threshold) -> dict:
@@ -164,6 +167,8 @@ def _loggers(cfg: TrainFilterConfig):
 def train_filter(cfg: TrainFilterConfig, progress: bool = True) -> dict:
     """Train, test on held-out prompts, export the best epoch to `cfg.out`; returns the test metrics."""
     check_output(cfg.out, "out", folder=True, overwrite=cfg.overwrite, overwrite_flag=OVERWRITE_FLAG)
+    if cfg.push_to_hub:
+        check_repo_id(cfg.push_to_hub)  # before training, not after
     check_output(cfg.log_dir, "log_dir", folder=True, overwrite=cfg.overwrite, overwrite_flag=OVERWRITE_FLAG)
     L.seed_everything(cfg.seed, verbose=False)
     fcfg = FilterConfig(**({"kind": "eot"} if cfg.target == "eot" else {}) | cfg.filter)
@@ -190,6 +195,9 @@ def train_filter(cfg: TrainFilterConfig, progress: bool = True) -> dict:
                                   "train_seconds": round(seconds, 1),
                                   "best_val_loss": best.best, **{k: float(v) for k, v in test.items()}}
     module.net.save_pretrained(cfg.out)
+    write_model_card(cfg.out, data.meta, cfg.push_to_hub)  # README.md: what it was trained on, how to use it
+    if cfg.push_to_hub:
+        print(f"pushed {cfg.out} to {cfg.push_to_hub}: {push_filter(cfg.out, cfg.push_to_hub, data.meta)}")
     for lg in loggers:
         lg.finalize("success")
     if cfg.wandb:

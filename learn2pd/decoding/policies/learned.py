@@ -16,6 +16,7 @@ import torch
 from learn2pd.decoding.policies.base import Policy
 from learn2pd.decoding.policies.localleap import LocalLeapPolicy
 from learn2pd.filters.features import block_features, logit_features, stable_update
+from learn2pd.filters.hub import resolve_filter
 from learn2pd.filters.models import load_filter
 
 DEFAULT_FILTER = Path(__file__).resolve().parents[3] / "checkpoints" / "tiny-llada-filter"
@@ -58,9 +59,9 @@ class LearnedPolicy(Policy):
         from learn2pd.decoding.plan import make_policy
 
         path = Path(path or DEFAULT_FILTER)
-        filt = load_filter(path)
+        filt = load_filter(resolve_filter(path))  # a folder, or ORG/NAME[@REVISION] on the Hub
         _check(filt.config, path, model_type, block_length)
-        eot = load_filter(eot_path) if eot_path else None
+        eot = load_filter(resolve_filter(eot_path)) if eot_path else None
         if isinstance(fallback, str):
             fallback = make_policy(fallback)
         return cls(filt, threshold, fallback, eot, eot_threshold=eot_threshold, floor=floor, path=path,
