@@ -214,17 +214,22 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--dtype", default="auto", help="auto (bf16 where the hardware has it), float32, bfloat16")
     d.add_argument("--overwrite", action="store_true", help="allow --out inside checkpoints/")
     d.add_argument("--quiet", action="store_true", help="no progress output")
+    d.add_argument("--verbose", action="store_true", help="let the libraries speak (Lightning, W&B, transformers)")
     d.set_defaults(func=cmd_demo)
     return ap
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    from learn2pd.verbosity import quiet_libraries
+
     if argv[:1] == ["lm-eval"]:  # lm-eval's own flags follow: its parser reads them
         from learn2pd.harness.cli import main as lm_eval_main
 
-        return lm_eval_main(argv[1:])
+        quiet_libraries("--verbose" in argv)
+        return lm_eval_main([a for a in argv[1:] if a != "--verbose"])
     args = build_parser().parse_args(argv)
+    quiet_libraries(getattr(args, "verbose", False))
     try:
         return args.func(args)
     except USER_ERRORS as err:

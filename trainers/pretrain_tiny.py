@@ -75,6 +75,7 @@ from learn2pd.models.modeling_llada import LLaDAModelLM
 from learn2pd.models.tokenizer import build_char_tokenizer
 from learn2pd.tasks.prompting import format_prompt, left_pad
 from learn2pd.tasks.suite import SUITE, train_problems
+from learn2pd.verbosity import quiet_libraries
 
 
 class TaskBatches(IterableDataset):
@@ -406,7 +407,9 @@ def main(argv=None):
     ap.add_argument("--init-from", help="start from an exported checkpoint folder (continue training)")
     ap.add_argument("--from-stage", type=int, default=0, help="skip the stages before this one (with --init-from)")
     ap.add_argument("--until-stage", type=int, default=None, help="stop before this stage (export what came before)")
+    ap.add_argument("--verbose", action="store_true", help="let the libraries speak (Lightning, W&B)")
     args = ap.parse_args(argv)
+    quiet_libraries(args.verbose)
     cfg = yaml.safe_load(Path(args.config).read_text())
     try:
         out = check_output(args.out or cfg["out"], "out", folder=True, overwrite=args.overwrite)

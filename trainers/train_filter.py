@@ -1,6 +1,6 @@
 """Train the Learn2PD filter (or a variant) and the End-of-Text predictor on decoding traces.
 
-    train-filter --config configs/filter/tiny.yaml [--key value ...]
+    train-filter --config configs/filter/tiny.yaml [--key value ...] [--verbose]
 
 The module holds the math (BCE with logits, false accepts optionally weighted up), the data module
 holds the traces (split by prompt, 80/10/10), the best epoch by validation loss is exported.
@@ -27,6 +27,7 @@ from learn2pd.filters.data import split_prompts, trace_tensors
 from learn2pd.filters.hub import check_repo_id, push_filter, write_model_card
 from learn2pd.filters.models import FilterConfig, build_filter
 from learn2pd.traces.store import load_traces, read_metadata
+from learn2pd.verbosity import quiet_argv
 
 
 @dataclass
@@ -222,6 +223,7 @@ def build_config(argv=None) -> TrainFilterConfig:
 
 def main(argv=None) -> int:
     try:
+        argv = quiet_argv(sys.argv[1:] if argv is None else argv)  # --verbose: the libraries' own output
         cfg = build_config(argv)
         metrics = train_filter(cfg)
     except (ValueError, OSError) as err:

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from learn2pd.decoding.batching import decode_all, encode_prompts
+from learn2pd.decoding.batching import StepProgress, decode_all, encode_prompts
 from learn2pd.decoding.config import DecodeConfig
 from learn2pd.decoding.plan import DecodingPlan, make_plan
 from learn2pd.evaluation.metrics import aup, percentile
@@ -22,7 +22,8 @@ def run_policy(model, tokenizer, spec, problems, policy_spec, config: DecodeConf
     plan = make_plan(policy_spec)
     encoded = encode_prompts(tokenizer, [p.prompt for p in problems])
     bar = tqdm(total=len(problems), desc=f"{plan.label:>24}", disable=not progress, unit="prob", leave=False)
-    out = decode_all(model, tokenizer, spec, encoded, plan, config, batch_size, references, on_batch=bar.update)
+    out = decode_all(model, tokenizer, spec, encoded, plan, config, batch_size, references, on_batch=bar.update,
+                     on_step=StepProgress(bar) if progress else None)
     bar.close()
     records, lengths = [], answer_tokens(out.sequences, spec.end_ids).tolist()
     for i, p in enumerate(problems):
@@ -77,21 +78,23 @@ def plan_family(policy_spec: str) -> str:
 
 
 def evaluate(model, tokenizer, spec, problems, policies: list[str | DecodingPlan], config: DecodeConfig,
-             batch_size: int = 64, progress: bool = True) -> dict:
-    """Every plan on the same problems; speedups are against `vanilla` measured in this same run.
+             batch_size: int = 64, progress: bool = True, baseline: str = "vanilla") -> dict:
+    """Every plan on the same problems; speedups are against `baseline` measured in this same run.
 
-    Each plan is built once (a learned filter is loaded once). The oracle reuses the vanilla decode of
-    this run as its reference (vanilla runs first, and is added when absent). Per-problem records (output,
-    correct, nfe, positions) stay in each result, without the token ids.
+    Each plan is built once (a learned filter is loaded once). The oracle reuses the baseline's decode of
+    this run as its reference (the baseline runs first, and is added when the oracle needs it). The
+    baseline is `vanilla`, or `vanilla+eotp` (one token per step until its predicted end: cheaper where
+    answers are short, as the trace collector's reference). Per-problem records (output, correct, nfe,
+    positions) stay in each result, without the token ids.
     """
     if not problems:
         raise ValueError("no problems to evaluate: the task source is empty")
     torch.manual_seed(config.seed)
     plans = [make_plan(p) for p in policies]
     needs_ref = any(p.policy.needs_reference for p in plans)
-    vanilla = next((p for p in plans if p.describe() == "vanilla"), None)
+    vanilla = next((p for p in plans if p.describe() == make_plan(baseline).describe()), None)
     if needs_ref and vanilla is None:
-        vanilla = make_plan("vanilla")
+        vanilla = make_plan(baseline)
         plans.insert(0, vanilla)
     if vanilla is not None:  # first: the baseline of the speedups, and the oracle's reference
         plans.remove(vanilla)

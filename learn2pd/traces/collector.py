@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from learn2pd import __version__
 from learn2pd.atomic import check_output
 from learn2pd.configfile import OVERWRITE_FLAG, option
-from learn2pd.decoding.batching import decode_batch, encode_prompts, length_batches
+from learn2pd.decoding.batching import StepProgress, decode_batch, encode_prompts, length_batches
 from learn2pd.decoding.config import DecodeConfig
 from learn2pd.filters.features import logit_features
 from learn2pd.traces import store
@@ -172,16 +172,17 @@ def _collect_rank(cfg: CollectConfig, rank: int, world: int, progress: bool, pre
     bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"traces[{rank}]", unit="prompt",
                disable=not progress)
     replay = "oracle+eotp" if cfg.reference_plan.endswith("+eotp") else "oracle"
+    step = StepProgress(bar) if progress else None  # the bar moves within a batch too
     for group in length_batches([len(encoded[i]) for i in todo], cfg.batch_size):
         batch = [todo[j] for j in group]
         rows = [encoded[i] for i in batch]
         recorder = StepRecorder(batch, dcfg.block_length)
         if cfg.mode == "reference":
-            ref = decode_batch(model, tok, spec, rows, cfg.reference_plan, dcfg, observer=recorder)
+            ref = decode_batch(model, tok, spec, rows, cfg.reference_plan, dcfg, observer=recorder, on_step=step)
             recorder.relabel(ref.sequences)
         else:
-            ref = decode_batch(model, tok, spec, rows, cfg.reference_plan, dcfg)
-            decode_batch(model, tok, spec, rows, replay, dcfg, reference=ref.sequences, observer=recorder)
+            ref = decode_batch(model, tok, spec, rows, cfg.reference_plan, dcfg, on_step=step)
+            decode_batch(model, tok, spec, rows, replay, dcfg, reference=ref.sequences, observer=recorder, on_step=step)
         seqs = {k: [] for k in ("prompt_id", "prompt", "family", "prompt_ids", "reference", "end_position", "nfe",
                                 "correct")}
         for row, i in enumerate(batch):

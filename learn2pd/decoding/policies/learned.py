@@ -81,16 +81,20 @@ class LearnedPolicy(Policy):
         for key in ("threshold", "floor", "eot_threshold"):
             if key in params and not isinstance(params[key], (int, float)):
                 raise PolicySpecError(f"bad parameters for 'learned': {key} must be a number, got {params[key]!r}")
-        eot_path = params.get("eot") or (DEFAULT_EOT if eotp and DEFAULT_EOT.is_dir() else None)
+        # eot=none: no End-of-Text predictor even with +eotp (what describe() writes for a policy built without one)
+        no_eot = str(params.get("eot", "")).lower() == "none"
+        eot_path = None if no_eot else params.get("eot") or (DEFAULT_EOT if eotp and DEFAULT_EOT.is_dir() else None)
         policy = cls.from_pretrained(params.get("path"), params.get("threshold"), fallback, eot_path=eot_path,
                                      floor=params.get("floor"), eot_threshold=params.get("eot_threshold"))
-        policy._eot_default = not params.get("eot")
+        policy._eot_default = not params.get("eot") and not no_eot
         return policy
 
     def describe(self) -> str:
         parts = [f"path={self.path}", f"threshold={self.threshold}"]
         if self.eot is not None:
             parts += [f"eot={self.eot_path}", f"eot_threshold={self.eot_threshold}"]
+        else:  # parsed back with +eotp, a spec without eot= would load the shipped predictor
+            parts.append("eot=none")
         if self.floor is not None:
             parts.append(f"floor={self.floor}")
         return f"learned:{','.join(parts)}+{self.fallback.describe()}"
