@@ -12,7 +12,6 @@ from huggingface_hub import constants
 from learn2pd.decoding.engine import DecodeConfig, decode
 from learn2pd.filters.hub import model_card, push_filter, resolve_filter
 from learn2pd.filters.models import FilterConfig, build_filter, load_filter
-from learn2pd.models import LLaDAConfig, LLaDAModelLM
 from learn2pd.models.spec import ModelSpec
 
 SPEC = ModelSpec("llada", 0, 1, 1, (1,), (5,))
@@ -20,11 +19,8 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
 @pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    cfg = LLaDAConfig(d_model=32, n_heads=2, n_layers=2, mlp_hidden_size=64, vocab_size=20, embedding_size=20,
-                      mask_token_id=0, eos_token_id=1, pad_token_id=1, eot_token_id=None, init_std=1.0)
-    return LLaDAModelLM(cfg).eval()
+def model(spread_llada):
+    return spread_llada  # mask 0, EOS 1: SPEC's ids
 
 
 @pytest.fixture
