@@ -40,6 +40,8 @@ def _decode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trust-remote-code", action="store_true",
                    help="run a tokenizer's own code from its folder (the hub's Dream tokenizer needs it)")
     p.add_argument("--batch-size", type=POSITIVE, default=64, help="prompts decoded together (default 64)")
+    p.add_argument("--verbose", action="store_true",
+                   help="let the libraries speak: weight-loading bars, their warnings, W&B's own output")
 
 
 def _config(args, default_gen_length: int = SHORT_GEN_LENGTH):
@@ -79,11 +81,22 @@ def cmd_generate(args) -> int:
                   gen_length=cfg.gen_length, context_length=context_length(args.model))
     model, tok, spec = load_model(args.model, args.dtype, args.device, args.trust_remote_code)
     out = generate(model, tok, args.prompt, plan, cfg, spec, batch_size=args.batch_size)
-    for text, nfe, lat in zip(out.texts, out.nfe.tolist(), out.latency_s.tolist()):
-        print(text)
-        print(f"[{plan.label}] NFE {nfe}, tokens/forward {cfg.gen_length / nfe:.2f}, {lat:.2f}s (its batch)",
-              file=sys.stderr)
+    print_answers(args.prompt, out, plan.label, cfg.gen_length, as_json=args.json)
     return 0
+
+
+def print_answers(prompts: list[str], out, label: str, gen_length: int, as_json: bool = False) -> None:
+    """One clearly separated answer per prompt; with `as_json`, one JSON object per line (for scripts)."""
+    import json
+
+    for i, (prompt, text, nfe, lat) in enumerate(zip(prompts, out.texts, out.nfe.tolist(), out.latency_s.tolist())):
+        if as_json:
+            print(json.dumps({"prompt": prompt, "text": text, "plan": label, "nfe": nfe,
+                              "tokens_per_forward": gen_length / nfe, "latency_s": lat}))
+            continue
+        print(f"{'' if i == 0 else chr(10)}=== [{i + 1}/{len(prompts)}] {prompt}")
+        print(text)
+        print(f"--- {label}: NFE {nfe}, tokens/forward {gen_length / nfe:.2f}, {lat:.2f}s (its batch)")
 
 
 def cmd_evaluate(args) -> int:
@@ -134,6 +147,11 @@ def cmd_evaluate(args) -> int:
         write_atomic(table_path, table + "\n")
         plot_pareto(report["results"], plot_path)
         print(f"wrote {out}, {table_path} and {plot_path}", file=sys.stderr)
+    if args.wandb:
+        from learn2pd import tracking
+
+        run = tracking.log_evaluation(report, args.wandb_dir, verbose=args.verbose)
+        print(f"W&B run ({tracking.wandb_mode()}): {run}", file=sys.stderr)
     return 0
 
 
@@ -178,7 +196,7 @@ def cmd_calibrate(args) -> int:
             print(f"  threshold {r['threshold']:.2f}: {r['accuracy']:.1f}% at {r['nfe_mean']:.2f} NFE{mark}")
         if not run["within_budget"]:
             print(f"  no threshold within {args.budget} points of the reference: the most accurate is kept")
-    write_calibration(args.filter, result, args.tasks)
+    write_calibration(args.filter, result, args.tasks, args.overwrite)
     print(f"wrote thresholds {result['thresholds']} into {args.filter}/config.json", file=sys.stderr)
     return 0
 
@@ -201,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--policy", default="vanilla", help="e.g. vanilla, threshold:tau=0.9, factor:factor=1")
     g.add_argument("--threshold", type=Check(float, gt=0).flag("number > 0"), default=None,
                    help="tau for threshold (f for factor)")
+    g.add_argument("--json", action="store_true", help="one JSON object per prompt and line (prompt, text, plan, "
+                   "nfe, tokens_per_forward, latency_s) instead of the readable answers")
     _decode_args(g)
     g.set_defaults(func=cmd_generate)
 
@@ -223,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--num-nodes", type=int, default=1, help="machines of a data-parallel run (default 1)")
     e.add_argument("--strategy", default="ddp_spawn", choices=["ddp_spawn", "ddp"],
                    help="ddp_spawn: this command starts the processes (default); ddp: under torchrun or SLURM")
+    e.add_argument("--wandb", action="store_true", help="log results table, Pareto plot, config and summary to "
+                   "W&B (offline unless logged in; WANDB_MODE and WANDB_PROJECT are honoured)")
+    e.add_argument("--wandb-dir", default="runs/evaluate", help="where the W&B run folder goes (default runs/evaluate)")
     _decode_args(e)
     e.set_defaults(func=cmd_evaluate)
 
@@ -237,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="accuracy points the chosen threshold may lose against the reference (default 0.5)")
     c.add_argument("--reference", default="vanilla", help="the decode accuracy is kept against (default vanilla)")
     c.add_argument("--allow-heldout", action="store_true", help="accept a task set that is not val:/train:")
+    c.add_argument("--overwrite", action="store_true", help="needed for a filter inside checkpoints/")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     _decode_args(c)
     c.set_defaults(func=cmd_calibrate)
@@ -257,18 +281,24 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--overwrite", action="store_true",
                    help="replace an --out that is not a demo's output, or write inside checkpoints/")
     d.add_argument("--quiet", action="store_true", help="no progress output")
+    d.add_argument("--verbose", action="store_true", help="let the libraries speak (Lightning, W&B, transformers)")
     d.set_defaults(func=cmd_demo)
     return ap
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    from learn2pd.verbosity import quiet_libraries
+
     if argv[:1] == ["lm-eval"]:  # lm-eval's own flags follow: its parser reads them
         from learn2pd.harness.cli import main as lm_eval_main
 
-        return lm_eval_main(argv[1:])
+        quiet_libraries("--verbose" in argv)
+        return lm_eval_main([a for a in argv[1:] if a != "--verbose"])
+
     def command() -> int:
         args = build_parser().parse_args(argv)
+        quiet_libraries(getattr(args, "verbose", False))
         return args.func(args)
 
     return run_command("learn2pd", command)

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
-os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_MODE", "disabled")  # a test of W&B logging sets "offline" itself
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 

@@ -134,6 +134,21 @@ def test_learned_plans_describe_round_trips(model, filters, spec):
     assert torch.equal(a.sequences, b.sequences) and torch.equal(a.nfe, b.nfe)
 
 
+@pytest.mark.parametrize("eotp", [False, True])
+def test_a_hand_built_plan_describes_itself_back(model, filters, eotp):
+    """DecodingPlan(LearnedPolicy(...)) without a predictor stays without one when its spec is parsed back,
+    even with +eotp, where a spec naming no `eot=` loads the shipped End-of-Text predictor."""
+    from learn2pd.decoding.plan import DecodingPlan
+
+    plan = DecodingPlan(LearnedPolicy.from_pretrained(filters / "pw", threshold=0.6, fallback="threshold:tau=0.8"),
+                        eotp=eotp)
+    again = make_plan(plan.describe())
+    assert again.policy.eot is None and again.eotp == eotp and again.describe() == plan.describe()
+    a, b = _run(model, plan), _run(model, again)
+    assert torch.equal(a.sequences, b.sequences) and torch.equal(a.nfe, b.nfe)
+    assert make_plan(f"learned:path={filters / 'pw'}+eotp").policy.eot is not None  # the shipped one, as documented
+
+
 def test_evaluate_loads_each_filter_once(model, filters, monkeypatch):
     import learn2pd.decoding.policies.learned as learned
     from learn2pd.evaluation.runner import evaluate

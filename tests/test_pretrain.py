@@ -111,10 +111,11 @@ def test_padding_weight_counts_answer_and_first_eos_fully_and_padding_at_its_wei
     assert loss.item() == pytest.approx(want.item(), rel=1e-5)
 
 
-def test_stages_run_in_order_and_export_a_loadable_model(tmp_path):
+def test_stages_run_in_order_and_export_a_loadable_model(tmp_path, monkeypatch):
     from learn2pd.models.loading import load_model
 
-    cfg = {"seed": 0, "out": str(tmp_path / "tiny"), "batch_size": 4, "warmup_steps": 1, "lr": 1e-3,
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = {"seed": 0, "out": str(tmp_path / "tiny"), "batch_size": 4, "warmup_steps": 1, "lr": 1e-3, "log_every": 1,
            "loss_weighting": "none", "log_dir": str(tmp_path / "logs"), "export_every": 1000, "model": MODEL,
            "stages": [{"max_steps": 2, "gen_lengths": {40: 1.0}},
                       {"max_steps": 1, "gen_lengths": {40: 1.0}, "pad_weight": 0.25,
@@ -125,7 +126,10 @@ def test_stages_run_in_order_and_export_a_loadable_model(tmp_path):
     model, tok, spec = load_model(tmp_path / "tiny")
     assert spec.mask_id == tok.mask_token_id == 0 and model.config.d_model == 32
     assert len(list((tmp_path / "logs").rglob("hparams.yaml"))) == 2  # one logged run per stage
+    runs = list((tmp_path / "logs").rglob("offline-run-*/*.wandb"))  # and one offline W&B run per stage
+    assert len(runs) == 2 and all(b"train/loss" in r.read_bytes() for r in runs)
     # --until-stage 1 stops after the first stage: one run, its weights exported
+    path.write_text(yaml.safe_dump({**cfg, "wandb": False}))
     main(["--config", str(path), "--until-stage", "1", "--out", str(tmp_path / "first")])
     assert len(list((tmp_path / "logs").rglob("hparams.yaml"))) == 3
     first = load_model(tmp_path / "first")[0].state_dict()

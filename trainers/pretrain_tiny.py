@@ -75,6 +75,7 @@ from learn2pd.models.modeling_llada import LLaDAModelLM
 from learn2pd.models.tokenizer import build_char_tokenizer
 from learn2pd.tasks.prompting import format_prompt, left_pad
 from learn2pd.tasks.suite import SUITE, train_problems
+from learn2pd.verbosity import quiet_libraries
 
 
 class TaskBatches(IterableDataset):
@@ -380,12 +381,22 @@ def run_stage(cfg: dict, tok, out: Path, init, stage: int) -> MaskedDiffusionMod
     batches = TaskBatches(tok, cfg.get("gen_lengths"), cfg["batch_size"], cfg.get("families", SUITE),
                           stage_seed(cfg, stage), cfg.get("sizes"), cfg.get("cut_fraction", 0.0), cfg.get("mixes"),
                           cfg.get("fewshot"), cfg.get("cut_spread", 4))
-    trainer = L.Trainer(max_steps=cfg["max_steps"], accelerator="auto", devices=1, logger=L.pytorch.loggers.CSVLogger(
-        cfg.get("log_dir", "runs/pretrain")), enable_checkpointing=False, gradient_clip_val=1.0,
-        precision=cfg.get("precision", "32-true"), log_every_n_steps=20,
-        callbacks=[PeriodicExport(tok, out, cfg.get("export_every", 250))])
+    log_dir = cfg.get("log_dir", "runs/pretrain")
+    loggers = [L.pytorch.loggers.CSVLogger(log_dir)]
+    if cfg.get("wandb", True):  # losses to W&B too, offline unless logged in (learn2pd.tracking)
+        from learn2pd import tracking
+
+        loggers.append(tracking.lightning_logger(log_dir, f"pretrain-{out.name}-stage{stage}",
+                                                 cfg.get("wandb_project", tracking.DEFAULT_PROJECT),
+                                                 config={k: v for k, v in cfg.items() if k != "stages"}))
+    trainer = L.Trainer(max_steps=cfg["max_steps"], accelerator="auto", devices=1, logger=loggers,
+                        enable_checkpointing=False, gradient_clip_val=1.0,
+                        precision=cfg.get("precision", "32-true"), log_every_n_steps=cfg.get("log_every", 20),
+                        callbacks=[PeriodicExport(tok, out, cfg.get("export_every", 250))])
     start = time.time()
     trainer.fit(module, DataLoader(batches, batch_size=1))
+    if len(loggers) > 1:
+        tracking.finish()  # one W&B run per stage
     print(f"stage {stage}: trained {cfg['max_steps']} steps in {time.time() - start:.0f}s")
     return module
 
@@ -442,7 +453,9 @@ def pretrain(argv=None) -> int:
                     help="skip the stages before this one (with --init-from)")
     ap.add_argument("--until-stage", type=_N0.flag("int >= 0"), default=None,
                     help="stop before this stage (export what came before)")
+    ap.add_argument("--verbose", action="store_true", help="let the libraries speak (Lightning, W&B)")
     args = ap.parse_args(argv)
+    quiet_libraries(args.verbose)
     cfg = read_yaml(args.config, "configs/pretrain/tiny.yaml")
     check_pretrain_config(cfg, args.config)
     out = check_output(args.out or cfg["out"], "out", folder=True, overwrite=args.overwrite, owns=MODEL_FILES,

@@ -1,6 +1,6 @@
 """Train the Learn2PD filter (or a variant) and the End-of-Text predictor on decoding traces.
 
-    train-filter --config configs/filter/tiny.yaml [--key value ...]
+    train-filter --config configs/filter/tiny.yaml [--key value ...] [--verbose]
 
 The module holds the math (BCE with logits, false accepts optionally weighted up), the data module
 holds the traces (split by prompt, 80/10/10), the best epoch by validation loss is exported.
@@ -9,7 +9,6 @@ holds the traces (split by prompt, 80/10/10), the best epoch by validation loss 
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -26,8 +25,10 @@ from learn2pd.configfile import OVERWRITE_FLAG, build, check_fields, config_from
 from learn2pd.errors import run_command
 from learn2pd.filters.compare import threshold_at_false_accept_rate
 from learn2pd.filters.data import split_prompts, trace_tensors
+from learn2pd.filters.hub import check_repo_id, push_filter, write_model_card
 from learn2pd.filters.models import FILTER_FILES, FilterConfig, build_filter, serves_any_block
 from learn2pd.traces.store import load_traces, read_metadata
+from learn2pd.verbosity import quiet_argv
 
 TARGETS = ("filter", "eot")
 
@@ -57,6 +58,8 @@ class TrainFilterConfig:
     log_dir: str = option("runs/filter", "CSV logs and the W&B offline run")
     overwrite: bool = option(False, "replace an out folder that is not a filter, or write into checkpoints/ "
                              "(the shipped filters)")
+    push_to_hub: str | None = option(None, "ORG/NAME: upload the exported filter and its model card to the "
+                                     "Hugging Face Hub (log in first: huggingface-cli login)")
 
     def __post_init__(self):
         check_fields(self)
@@ -195,30 +198,21 @@ class KeepBest(L.Callback):
 
 
 def _loggers(cfg: TrainFilterConfig):
+    from learn2pd import tracking
+
     loggers = [L.pytorch.loggers.CSVLogger(cfg.log_dir, name=cfg.target)]
     if cfg.wandb:
-        loggers.append(wandb_logger(cfg.log_dir, cfg.wandb_project, f"{cfg.target}-{Path(cfg.out).name}"))
+        loggers.append(tracking.lightning_logger(cfg.log_dir, f"{cfg.target}-{Path(cfg.out).name}", cfg.wandb_project,
+                                                 config=dataclasses.asdict(cfg)))
     return loggers
-
-
-def wandb_logger(log_dir: str, project: str, name: str):
-    """Lightning's WandbLogger, offline unless the user has logged in (train-filter and train-policy)."""
-    try:
-        import wandb  # noqa: F401
-    except ImportError:
-        raise ValueError("W&B logging needs `pip install wandb` (or set wandb: false)") from None
-    mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
-    os.environ["WANDB_MODE"] = mode
-    Path(log_dir).mkdir(parents=True, exist_ok=True)  # W&B looks for the git root from it: else a warning
-    wb = L.pytorch.loggers.WandbLogger(project=project, save_dir=log_dir, name=name, offline=mode == "offline")
-    wb._wandb_init.pop("anonymous", None)  # Lightning passes anonymous=None, which W&B warns is deprecated
-    return wb
 
 
 def train_filter(cfg: TrainFilterConfig, progress: bool = True) -> dict:
     """Train, test on held-out prompts, export the best epoch to `cfg.out`; returns the test metrics."""
     check_output(cfg.out, "out", folder=True, overwrite=cfg.overwrite, overwrite_flag=OVERWRITE_FLAG,
                  owns=FILTER_FILES, what="a learn2pd filter")
+    if cfg.push_to_hub:
+        check_repo_id(cfg.push_to_hub)  # before training, not after
     check_output(cfg.log_dir, "log_dir", folder=True, overwrite=cfg.overwrite, overwrite_flag=OVERWRITE_FLAG)
     L.seed_everything(cfg.seed, verbose=False)
     fcfg = cfg.filter_config()
@@ -251,12 +245,15 @@ def train_filter(cfg: TrainFilterConfig, progress: bool = True) -> dict:
                                   "train_seconds": round(seconds, 1),
                                   "best_val_loss": best.best, **{k: float(v) for k, v in test.items()}}
     module.net.save_pretrained(cfg.out, overwrite=cfg.overwrite)
+    write_model_card(cfg.out, data.meta, cfg.push_to_hub)  # README.md: what it was trained on, how to use it
+    if cfg.push_to_hub:
+        print(f"pushed {cfg.out} to {cfg.push_to_hub}: {push_filter(cfg.out, cfg.push_to_hub, data.meta)}")
     for lg in loggers:
         lg.finalize("success")
     if cfg.wandb:
-        import wandb
+        from learn2pd import tracking
 
-        wandb.finish()
+        tracking.finish()
     return module.net.config.training
 
 
@@ -274,6 +271,8 @@ def build_config(argv=None) -> TrainFilterConfig:
 
 
 def main(argv=None) -> int:
+    argv = quiet_argv(sys.argv[1:] if argv is None else argv)  # --verbose: the libraries' own output
+
     def command() -> int:
         cfg = build_config(argv)
         metrics = train_filter(cfg)

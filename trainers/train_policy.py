@@ -37,7 +37,6 @@ from learn2pd.rl.grpo import rollout_reward
 from learn2pd.rl.net import PolicyConfig, UnmaskingPolicyNet
 from learn2pd.rl.rollout import collect_rollouts, grpo_update
 from learn2pd.tasks.loaders import load_problems
-from learn2pd.trainers.train_filter import wandb_logger
 
 CURVE_COLUMNS = ("iteration", "reward", "accuracy", "nfe", "entropy", "loss", "clip_share", "cpu_s", "wall_s")
 # Settings a resumed run must share with the checkpoint (others, e.g. iterations, may change).
@@ -291,7 +290,10 @@ def train_policy(cfg: TrainPolicyConfig, progress: bool = True, callbacks=()) ->
     module.env = env
     loggers = [L.pytorch.loggers.CSVLogger(cfg.log_dir, name="lightning")]
     if cfg.wandb:
-        loggers.append(wandb_logger(cfg.log_dir, cfg.wandb_project, f"policy-{Path(cfg.out).name}"))
+        from learn2pd import tracking
+
+        loggers.append(tracking.lightning_logger(cfg.log_dir, f"policy-{Path(cfg.out).name}", cfg.wandb_project,
+                                                 config=dataclasses.asdict(cfg)))
     trainer = L.Trainer(max_epochs=cfg.iterations, accelerator="cpu", logger=loggers,
                         callbacks=[AtomicCheckpoint(ckpt, cfg.checkpoint_every), *callbacks],
                         enable_checkpointing=False, enable_progress_bar=progress, enable_model_summary=False,

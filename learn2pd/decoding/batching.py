@@ -28,21 +28,24 @@ def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
 
 
 def decode_batch(model, tokenizer, spec: ModelSpec, encoded: Sequence[list[int]], plan, cfg: DecodeConfig,
-                 reference: torch.Tensor | None = None, observer=None) -> DecodeOutput:
+                 reference: torch.Tensor | None = None, observer=None, on_step=None) -> DecodeOutput:
     """One left-padded batch through the engine; `texts` are cut at the first end token."""
     device = next(model.parameters()).device
     ids, mask = left_pad(list(encoded), spec.pad_id)
     ref = reference.to(device) if reference is not None else None
-    out = decode(model, spec, ids.to(device), mask.to(device), plan, cfg, reference=ref, observer=observer)
+    out = decode(model, spec, ids.to(device), mask.to(device), plan, cfg, reference=ref, observer=observer,
+                 on_step=on_step)
     out.texts = [decode_text(tokenizer, spec, row) for row in out.sequences.cpu()]
     return out
 
 
 def decode_all(model, tokenizer, spec: ModelSpec, encoded: Sequence[list[int]], plan, cfg: DecodeConfig,
                batch_size: int = 32, references: Sequence[torch.Tensor] | None = None,
-               on_batch: Callable[[int], None] | None = None) -> DecodeOutput:
+               on_batch: Callable[[int], None] | None = None,
+               on_step: Callable[[int], None] | None = None) -> DecodeOutput:
     """Every prompt, batched by length; the output is in the input order. `latency_s` of a row is the time
-    of the batch it was decoded in. references: per prompt, [gen_length] tokens for the oracle."""
+    of the batch it was decoded in. references: per prompt, [gen_length] tokens for the oracle.
+    on_batch(prompts done) after each batch, on_step(tokens committed) after each forward."""
     plan = make_plan(plan)
     n = len(encoded)
     seqs: list = [None] * n
@@ -53,7 +56,7 @@ def decode_all(model, tokenizer, spec: ModelSpec, encoded: Sequence[list[int]], 
     for idx in length_batches([len(e) for e in encoded], batch_size):
         ref = torch.stack([references[i] for i in idx]) if references is not None else None
         t0 = time.perf_counter()
-        out = decode_batch(model, tokenizer, spec, [encoded[i] for i in idx], plan, cfg, ref)
+        out = decode_batch(model, tokenizer, spec, [encoded[i] for i in idx], plan, cfg, ref, on_step=on_step)
         elapsed = time.perf_counter() - t0
         total += elapsed
         calls += out.model_calls
@@ -83,3 +86,21 @@ def generate(model, tokenizer, prompts: str | list[str], policy: str | Policy | 
     if empty:
         raise DecodeError(f"prompt #{empty[0]} is empty: give each prompt some text")
     return decode_all(model, tokenizer, spec, encoded, policy, config, batch_size)
+
+
+class StepProgress:
+    """Feeds a tqdm bar from inside a batch: forwards so far and committed tokens per second, shown at most
+    twice a second (the bar counts prompts, which only move when a batch ends)."""
+
+    def __init__(self, bar, every_s: float = 0.5):
+        self.bar, self.every_s = bar, every_s
+        self.forwards = self.tokens = 0
+        self.start = self.shown = time.perf_counter()
+
+    def __call__(self, committed: int) -> None:
+        self.forwards += 1
+        self.tokens += committed
+        now = time.perf_counter()
+        if now - self.shown >= self.every_s:
+            self.shown = now
+            self.bar.set_postfix_str(f"forwards {self.forwards}, {self.tokens / (now - self.start):.0f} tok/s")

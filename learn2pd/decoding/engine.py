@@ -38,13 +38,15 @@ def decode(
     cfg: DecodeConfig,
     reference: torch.Tensor | None = None,
     observer=None,
+    on_step=None,
 ) -> DecodeOutput:
     """Decode a left-padded prompt batch ([B, P] ids and attention mask).
 
     plan: a policy, a DecodingPlan (policy + block scheduler + EoTP) or a spec string such as
     `threshold:tau=0.9+adablock+eotp`. reference: [B, gen_length] tokens for the oracle policy.
     observer: called after each step as `observer(state, commit)` (trace collection); the state holds the
-    model's own predictions and this step's logits.
+    model's own predictions and this step's logits. on_step: called after each step as
+    `on_step(tokens_committed)` (progress within a batch; nothing in the loop prints).
     """
     cfg.validate()
     plan = make_plan(plan)
@@ -107,8 +109,11 @@ def decode(
         if eot is not None:
             gen, commit, progress.gen_end[rows] = eot.cut(gen, state, commit, policy, progress.gen_end[rows])
         x[rows, P:P + width] = gen
-        for r, c in zip(rows.tolist(), commit.sum(-1).tolist()):
+        counts = commit.sum(-1).tolist()
+        for r, c in zip(rows.tolist(), counts):
             commits[r].append(c)
+        if on_step is not None:
+            on_step(sum(counts))
         progress.advance(rows, gen == spec.mask_id)
 
     return DecodeOutput(x[:, P:].clone(), progress.nfe, runner.calls, commits, time.perf_counter() - start,

@@ -55,7 +55,8 @@ def write_json(path, payload: dict) -> Path:
 
 
 def plot_pareto(results: list[dict], path) -> Path:
-    """Accuracy against tokens per forward, one curve per policy family (name before ':')."""
+    """Accuracy against tokens per forward, one curve per policy family (name before ':'): the whole range on
+    the left, and on the right a zoom on the fast and accurate corner where the parallel plans bunch."""
     import io
 
     import matplotlib
@@ -66,19 +67,28 @@ def plot_pareto(results: list[dict], path) -> Path:
     families: dict[str, list] = {}
     for r in results:
         families.setdefault(r.get("family", r["policy"]), []).append((r["tpf"], r["accuracy"], r["policy"]))
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
     # Distinct colour and marker per family: the default 10-colour cycle repeats beyond ten families.
     colours, markers = plt.get_cmap("tab20").colors, "os^Dv<>pP*Xh"
-    for i, (fam, pts) in enumerate(sorted(families.items())):
-        pts.sort()
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=markers[i % len(markers)],
-                color=colours[(2 * i) % 20 + (i // 10) % 2], label=fam)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("tokens per forward (TPF, log scale)")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title("accuracy vs parallelism")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    for ax in axes:
+        for i, (fam, pts) in enumerate(sorted(families.items())):
+            pts.sort()
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=markers[i % len(markers)],
+                    color=colours[(2 * i) % 20 + (i // 10) % 2], label=fam)
+        ax.set_xlabel("tokens per forward (TPF)")
+        ax.set_ylabel("accuracy (%)")
+        ax.grid(alpha=0.3)
+    axes[0].set_xscale("log", base=2)
+    axes[0].set_title("all plans (log scale)")
+    # the zoom: plans within 10 points of the best and at least half the best TPF
+    best_acc, best_tpf = max(r["accuracy"] for r in results), max(r["tpf"] for r in results)
+    near = [r for r in results if r["accuracy"] >= best_acc - 10 and r["tpf"] >= best_tpf / 2] or results
+    xs, ys = [r["tpf"] for r in near], [r["accuracy"] for r in near]
+    pad_x, pad_y = max(0.05 * (max(xs) - min(xs)), 0.5), max(0.1 * (max(ys) - min(ys)), 0.5)
+    axes[1].set_xlim(min(xs) - pad_x, max(xs) + pad_x)
+    axes[1].set_ylim(min(ys) - pad_y, max(ys) + pad_y)
+    axes[1].set_title(f"zoom: within 10 points of the best, TPF >= {best_tpf / 2:.0f}")
+    axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from learn2pd.decoding.batching import decode_all, encode_prompts
+from learn2pd.decoding.batching import StepProgress, decode_all, encode_prompts
 from learn2pd.decoding.config import DecodeConfig, DecodeOutput
 from learn2pd.decoding.plan import DecodingPlan, make_plan
 from learn2pd.evaluation.metrics import aup, percentile
@@ -31,7 +31,8 @@ def decode_problems(model, tokenizer, spec, prompts: list[str], plan: DecodingPl
     """One plan's decode of the prompts, batched by length, with a progress bar."""
     encoded = encode_prompts(tokenizer, prompts)
     bar = tqdm(total=len(prompts), desc=f"{plan.label:>24}", disable=not progress, unit="prob", leave=False)
-    out = decode_all(model, tokenizer, spec, encoded, plan, config, batch_size, references, on_batch=bar.update)
+    out = decode_all(model, tokenizer, spec, encoded, plan, config, batch_size, references, on_batch=bar.update,
+                     on_step=StepProgress(bar) if progress else None)
     bar.close()
     return out
 
@@ -91,29 +92,31 @@ def plan_family(policy_spec: str) -> str:
 
 
 def evaluate(model, tokenizer, spec, problems, policies: list[str | DecodingPlan], config: DecodeConfig,
-             batch_size: int = 64, progress: bool = True) -> dict:
-    """Every plan on the same problems; speedups are against `vanilla` measured in this same run.
+             batch_size: int = 64, progress: bool = True, baseline: str = "vanilla") -> dict:
+    """Every plan on the same problems; speedups are against `baseline` measured in this same run.
 
-    Each plan is built once (a learned filter is loaded once). The oracle reuses the vanilla decode of
-    this run as its reference (vanilla runs first, and is added when absent). Per-problem records (output,
-    correct, nfe, positions) stay in each result, without the token ids.
+    Each plan is built once (a learned filter is loaded once). The oracle reuses the baseline's decode of
+    this run as its reference (the baseline runs first, and is added when the oracle needs it). The
+    baseline is `vanilla`, or `vanilla+eotp` (one token per step until its predicted end: cheaper where
+    answers are short, as the trace collector's reference). Per-problem records (output, correct, nfe,
+    positions) stay in each result, without the token ids.
     """
     if not problems:
         raise ValueError("no problems to evaluate: the task source is empty")
     torch.manual_seed(config.seed)
-    plans = plan_order(policies)
+    plans = plan_order(policies, baseline)
     outs = decode_plans(model, tokenizer, spec, [p.prompt for p in problems], plans, config, batch_size, progress)
-    return compare(plans, problems, outs, spec, config)
+    return compare(plans, problems, outs, spec, config, baseline)
 
 
-def plan_order(policies: list[str | DecodingPlan]) -> list[DecodingPlan]:
-    """The plans built, vanilla first (the baseline of the speedups and the oracle's reference; added when an
-    oracle needs it)."""
+def plan_order(policies: list[str | DecodingPlan], baseline: str = "vanilla") -> list[DecodingPlan]:
+    """The plans built, the baseline (vanilla) first: the baseline of the speedups and the oracle's reference,
+    added when an oracle needs it."""
     plans = [make_plan(p) for p in policies]
     needs_ref = any(p.policy.needs_reference for p in plans)
-    vanilla = next((p for p in plans if p.describe() == "vanilla"), None)
+    vanilla = next((p for p in plans if p.describe() == make_plan(baseline).describe()), None)
     if needs_ref and vanilla is None:
-        vanilla = make_plan("vanilla")
+        vanilla = make_plan(baseline)
         plans.insert(0, vanilla)
     if vanilla is not None:
         plans.remove(vanilla)
@@ -134,10 +137,11 @@ def decode_plans(model, tokenizer, spec, prompts: list[str], plans: list[Decodin
     return outs
 
 
-def compare(plans: list[DecodingPlan], problems, outs: list[DecodeOutput], spec, config: DecodeConfig) -> dict:
+def compare(plans: list[DecodingPlan], problems, outs: list[DecodeOutput], spec, config: DecodeConfig,
+            baseline: str = "vanilla") -> dict:
     """The report of `evaluate` from each plan's decode: metrics, speedups against vanilla, AUP per family."""
     results = [summarize(plan, problems, out, spec, config) for plan, out in zip(plans, outs)]
-    base = results[0] if plans[0].describe() == "vanilla" else None
+    base = results[0] if plans[0].describe() == make_plan(baseline).describe() else None
     y_max = max(r["accuracy"] for r in results)
     families: dict[str, list] = {}
     for r in results:

@@ -73,11 +73,20 @@ def calibrate(model, tokenizer, spec, filter_path, problems, config: DecodeConfi
     return {"thresholds": chosen, "runs": runs, "budget": budget, "num_problems": len(problems)}
 
 
-def write_calibration(filter_path, result: dict, tasks: str) -> Path:
-    """Store the chosen thresholds (and how they were chosen) in the filter's config.json."""
+def write_calibration(filter_path, result: dict, tasks: str, overwrite: bool = False) -> Path:
+    """Store the chosen thresholds (and how they were chosen) in the filter's config.json, and write its
+    model card again (it states the thresholds)."""
+    from learn2pd.filters.hub import write_model_card
+    from learn2pd.traces.store import read_metadata
+
     module = load_filter(filter_path)
     module.config.thresholds = {**module.config.thresholds, **result["thresholds"]}
     module.config.training = {**module.config.training,
                               "calibration": {"tasks": tasks, **{k: result[k] for k in ("budget", "num_problems",
                                                                                         "runs")}}}
-    return module.save_pretrained(filter_path)
+    module.save_pretrained(filter_path, overwrite=overwrite)
+    traces = module.config.training.get("traces")
+    first = traces[0] if isinstance(traces, list) and traces else traces
+    meta = read_metadata(first) if first and Path(first).is_dir() else None
+    write_model_card(filter_path, meta)
+    return Path(filter_path)

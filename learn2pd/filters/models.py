@@ -62,7 +62,7 @@ class FilterConfig:
             raise ValueError("the learn2pd filter reads confidences only; use kind 'positionwise' for more features")
 
 
-FILTER_FILES = ("config.json", "model.safetensors")  # what a filter folder holds (save_pretrained writes)
+FILTER_FILES = ("config.json", "model.safetensors", "README.md")  # what a filter folder holds (save_pretrained writes)
 
 
 def serves_any_block(config: FilterConfig) -> bool:

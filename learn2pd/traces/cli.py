@@ -1,4 +1,4 @@
-"""`collect-traces --config FILE [--key value ...]`: the config file's keys, each overridable by flag."""
+"""`collect-traces --config FILE [--key value ...] [--verbose]`: the config file's keys, each overridable by flag."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 from learn2pd.configfile import config_from_args
 from learn2pd.errors import run_command
 from learn2pd.traces.collector import CollectConfig, collect_traces
+from learn2pd.verbosity import quiet_argv
 
 
 def build_config(argv=None) -> CollectConfig:
@@ -15,7 +16,7 @@ def build_config(argv=None) -> CollectConfig:
 
 def main(argv=None) -> int:
     def command() -> int:
-        path = collect_traces(build_config(argv))
+        path = collect_traces(build_config(quiet_argv(sys.argv[1:] if argv is None else argv)))
         print(f"traces written to {path} (load with learn2pd.traces.load_traces)")
         return 0
 

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from learn2pd import __version__
 from learn2pd.atomic import check_output
 from learn2pd.configfile import OVERWRITE_FLAG, check_fields, option
-from learn2pd.decoding.batching import decode_batch, encode_prompts, length_batches
+from learn2pd.decoding.batching import StepProgress, decode_batch, encode_prompts, length_batches
 from learn2pd.decoding.config import CACHES, DecodeConfig
 from learn2pd.filters.features import logit_features
 from learn2pd.models.loading import DTYPE_NAMES
@@ -77,6 +77,7 @@ class CollectConfig:
     overwrite: bool = option(False, "replace an out folder that is not a trace collection, or write into "
                              "checkpoints/ (the shipped models and filters)")
     trust_remote_code: bool = option(False, "run a hub tokenizer's own code (the hub's Dream tokenizer needs it)")
+    wandb: bool = option(True, "log the collection's counts to W&B under OUT/logs (offline unless logged in)")
 
     def __post_init__(self):
         check_fields(self)
@@ -222,12 +223,13 @@ def _collect_rank(cfg: CollectConfig, rank: int, world: int, progress: bool, pre
         from learn2pd.decoding.plan import make_plan
 
         plan = make_plan(cfg.plan)  # built once: a learned filter loads once
+    step = StepProgress(bar) if progress else None  # the bar moves within a batch too
     for group in length_batches([len(encoded[i]) for i in todo], cfg.batch_size):
         batch = [todo[j] for j in group]
         rows = [encoded[i] for i in batch]
         recorder = StepRecorder(batch, dcfg.block_length)
         if cfg.mode == "reference":
-            ref = decode_batch(model, tok, spec, rows, cfg.reference_plan, dcfg, observer=recorder)
+            ref = decode_batch(model, tok, spec, rows, cfg.reference_plan, dcfg, observer=recorder, on_step=step)
             recorder.relabel(ref.sequences)
         else:
             if cfg.reference_plan == "answer":
@@ -235,10 +237,10 @@ def _collect_rank(cfg: CollectConfig, rank: int, world: int, progress: bool, pre
             elif all(i in stored for i in batch):
                 ref = _StoredReference(batch, stored, tok, spec)
             else:
-                ref = decode_batch(model, tok, spec, rows, cfg.reference_plan, dcfg)
+                ref = decode_batch(model, tok, spec, rows, cfg.reference_plan, dcfg, on_step=step)
             # on-policy: the reference only labels, the plan never reads it; oracle-replay: the oracle replays it
             decode_batch(model, tok, spec, rows, plan if cfg.mode == "on-policy" else replay, dcfg,
-                         reference=ref.sequences, observer=recorder)
+                         reference=ref.sequences, observer=recorder, on_step=step)
         seqs = {k: [] for k in ("prompt_id", "prompt", "family", "prompt_ids", "reference", "end_position", "nfe",
                                 "correct")}
         for row, i in enumerate(batch):
@@ -354,4 +356,9 @@ def _collect(cfg: CollectConfig, out: Path, prepared, progress: bool) -> Path:
         "num_prompts": len(problems), "skipped": len(skipped), "seed": cfg.seed,
         "collect_seconds_last_run": round(time.perf_counter() - start, 2),
     }
-    return store.merge(out, metadata)
+    merged = store.merge(out, metadata)
+    if cfg.wandb:
+        from learn2pd import tracking
+
+        tracking.log_trace_counts(merged, dataclasses.asdict(cfg), out / "logs")
+    return merged

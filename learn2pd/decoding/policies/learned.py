@@ -17,6 +17,7 @@ from learn2pd.configfile import Check
 from learn2pd.decoding.policies.base import UNIT, Policy
 from learn2pd.decoding.policies.localleap import LocalLeapPolicy
 from learn2pd.filters.features import block_features, logit_features, stable_update
+from learn2pd.filters.hub import resolve_filter
 from learn2pd.filters.models import load_filter, serves_any_block
 
 DEFAULT_FILTER = Path(__file__).resolve().parents[3] / "checkpoints" / "tiny-llada-filter"
@@ -62,9 +63,9 @@ class LearnedPolicy(Policy):
         from learn2pd.decoding.plan import make_policy
 
         path = Path(path or DEFAULT_FILTER)
-        filt = load_filter(path)
+        filt = load_filter(resolve_filter(path))  # a folder, or ORG/NAME[@REVISION] on the Hub
         _check(filt.config, path, model_type, block_length)
-        eot = load_filter(eot_path) if eot_path else None
+        eot = load_filter(resolve_filter(eot_path)) if eot_path else None
         if isinstance(fallback, str):
             fallback = make_policy(fallback)
         return cls(filt, threshold, fallback, eot, eot_threshold=eot_threshold, floor=floor, path=path,
@@ -82,16 +83,20 @@ class LearnedPolicy(Policy):
             raise PolicySpecError(f"bad parameters for 'learned': {sorted(unknown)}; use "
                                   + ", ".join(f"{k}=" for k in sorted(allowed)))
         params = checked_params(cls, params)
-        eot_path = params.get("eot") or (DEFAULT_EOT if eotp and DEFAULT_EOT.is_dir() else None)
+        # eot=none: no End-of-Text predictor even with +eotp (what describe() writes for a policy built without one)
+        no_eot = str(params.get("eot", "")).lower() == "none"
+        eot_path = None if no_eot else params.get("eot") or (DEFAULT_EOT if eotp and DEFAULT_EOT.is_dir() else None)
         policy = cls.from_pretrained(params.get("path"), params.get("threshold"), fallback, eot_path=eot_path,
                                      floor=params.get("floor"), eot_threshold=params.get("eot_threshold"))
-        policy._eot_default = not params.get("eot")
+        policy._eot_default = not params.get("eot") and not no_eot
         return policy
 
     def describe(self) -> str:
         parts = [f"path={self.path}", f"threshold={self.threshold}"]
         if self.eot is not None:
             parts += [f"eot={self.eot_path}", f"eot_threshold={self.eot_threshold}"]
+        else:  # parsed back with +eotp, a spec without eot= would load the shipped predictor
+            parts.append("eot=none")
         if self.floor is not None:
             parts.append(f"floor={self.floor}")
         return f"learned:{','.join(parts)}+{self.fallback.describe()}"
