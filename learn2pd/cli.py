@@ -109,10 +109,10 @@ def cmd_evaluate(args) -> int:
     from learn2pd.tasks.prompting import check_prompts
     from learn2pd.tasks.suite import problems_gen_length
 
-    _config(args)  # a bad device or region fails before anything is loaded
     from learn2pd.distributed import check_launch
 
-    check_launch(args.device, args.devices, args.num_nodes, args.strategy)
+    check_launch(args.device, args.devices, args.num_nodes, args.strategy)  # device counts before dtype checks
+    _config(args)  # a bad device or region fails before anything is loaded
     if args.output:  # before the evaluation, whose results would otherwise be lost
         out, table_path, plot_path = report_paths(args.output, args.overwrite)
     policies = split_policies(args.policies)
