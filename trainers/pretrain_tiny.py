@@ -411,6 +411,7 @@ PRETRAIN_KEYS = {
     "suffix_fraction": _F, "suffix_cut_after": Check(str), "block_fraction": _F, "ordered_fraction": _F,
     "end_block_fraction": _F, "cut_fraction": _F, "cut_spread": _N, "families": Check(object),
     "gen_lengths": Check(dict), "sizes": Check(dict), "mixes": Check(list), "fewshot": Check(dict),
+    "log_every": _N, "wandb": Check(bool), "wandb_project": Check(str),
 }
 
 
