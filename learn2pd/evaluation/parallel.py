@@ -69,7 +69,7 @@ def _all_gather(value):
 
 
 def _attempt(fn, *args):
-    from learn2pd.cli import USER_ERRORS
+    from learn2pd.errors import USER_ERRORS
 
     try:
         return fn(*args)
