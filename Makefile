@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_OUT ?= outputs/demo
 
-.PHONY: install test demo tiny-model tiny-filters tiny-dream lint clean
+.PHONY: install test demo tiny-model tiny-filters anyblock-filters tiny-dream lint clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -36,6 +36,18 @@ tiny-filters: install
 	$(VENV)/bin/train-filter --config configs/filter/tiny-eot.yaml --out checkpoints/tiny-llada-eot --overwrite true
 	$(VENV)/bin/train-filter --config configs/filter/tiny-positionwise.yaml \
 		--out checkpoints/tiny-llada-filter-positionwise --overwrite true
+
+# One filter for every block length from on-policy traces at block 32 and in full diffusion (not shipped yet:
+# docs/block-length.md), then its thresholds per block length chosen on validation problems.
+anyblock-filters: install
+	rm -rf outputs/traces/tiny-op-b32 outputs/traces/tiny-op-b256
+	$(VENV)/bin/collect-traces --config configs/collect/tiny-on-policy.yaml
+	$(VENV)/bin/collect-traces --config configs/collect/tiny-on-policy.yaml --block-length 256 --out outputs/traces/tiny-op-b256
+	$(VENV)/bin/train-filter --config configs/filter/tiny-anyblock.yaml --overwrite true
+	$(VENV)/bin/train-filter --config configs/filter/tiny-anyblock-eot.yaml --overwrite true
+	$(VENV)/bin/learn2pd calibrate --filter outputs/filters/tiny-llada-filter-anyblock \
+		--eot outputs/filters/tiny-llada-eot-anyblock --tasks val:suite --num-samples 40 --gen-length 256 \
+		--block-lengths 32,256 --reference vanilla+eotp --thresholds 0.5,0.7,0.8,0.9,0.95,0.98
 
 tiny-dream: outputs/tiny-llada-short/model.safetensors
 	$(PY) -m learn2pd.trainers.pretrain_tiny --config configs/pretrain/tiny-dream.yaml --overwrite
