@@ -20,7 +20,7 @@ from learn2pd.atomic import atomic_dir, write_atomic
 from learn2pd.traces.schema import SEQUENCE_FEATURES, STEP_FEATURES, check_schema
 
 # what a collection folder holds, and its merged dataset: anything else there is the user's
-COLLECTION_FILES = ("shards", "traces", "run.json", "skipped.jsonl", "lock")
+COLLECTION_FILES = ("shards", "traces", "run.json", "skipped.jsonl", "lock", "logs")  # logs: its W&B run
 MERGED_FILES = ("dataset_dict.json", "steps", "sequences", "metadata.json")
 
 datasets.disable_progress_bars()  # our own bar reports prompts/s; per-shard bars are noise
