@@ -101,6 +101,7 @@ def print_answers(prompts: list[str], out, label: str, gen_length: int, as_json:
 
 def cmd_evaluate(args) -> int:
     from learn2pd.decoding.plan import make_plan
+    from learn2pd.distributed import check_launch
     from learn2pd.evaluation.report import markdown_table, plot_pareto, report_paths, write_atomic, write_json
     from learn2pd.evaluation.runner import evaluate
     from learn2pd.models.loading import context_length, load_model, load_tokenizer
@@ -108,8 +109,6 @@ def cmd_evaluate(args) -> int:
     from learn2pd.tasks.loaders import load_problems
     from learn2pd.tasks.prompting import check_prompts
     from learn2pd.tasks.suite import problems_gen_length
-
-    from learn2pd.distributed import check_launch
 
     check_launch(args.device, args.devices, args.num_nodes, args.strategy)  # device counts before dtype checks
     _config(args)  # a bad device or region fails before anything is loaded
