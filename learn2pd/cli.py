@@ -168,7 +168,7 @@ def split_policies(text: str) -> list[str]:
 
 
 def cmd_calibrate(args) -> int:
-    from learn2pd.filters.calibrate import calibrate, write_calibration
+    from learn2pd.filters.calibrate import THRESHOLDS, calibrate, write_calibration
     from learn2pd.filters.models import load_filter
     from learn2pd.models.loading import load_model
     from learn2pd.tasks.loaders import load_problems
@@ -180,7 +180,7 @@ def cmd_calibrate(args) -> int:
     if not args.tasks.startswith(("val:", "train:")) and not args.allow_heldout:
         raise ValueError(f"--tasks {args.tasks}: thresholds are chosen on validation problems (val:suite), never on "
                          "the held-out ones results are reported on; --allow-heldout if this set is your own")
-    thresholds = [float(t) for t in args.thresholds.split(",")]
+    thresholds = [float(t) for t in args.thresholds.split(",")] if args.thresholds else list(THRESHOLDS)
     blocks = [int(b) for b in args.block_lengths.split(",")]
     problems = load_problems(args.tasks, args.num_samples)
     cfg = _config(args, default_gen_length(p.family for p in problems))
@@ -252,9 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--filter", required=True, help="filter folder; its config.json receives the thresholds")
     c.add_argument("--eot", default=None, help="End-of-Text predictor decoded with it (the plan gets +eotp)")
     c.add_argument("--tasks", default="val:suite", help="validation problems (default val:suite)")
-    c.add_argument("--num-samples", type=int, default=64, help="problems per block length (default 64)")
+    c.add_argument("--num-samples", type=POSITIVE, default=64, help="problems per block length (default 64)")
     c.add_argument("--block-lengths", default="32", help="comma-separated, e.g. 32,256 (default 32)")
-    c.add_argument("--thresholds", default="0.5,0.6,0.7,0.8,0.9,0.95,0.98,0.99", help="candidates")
+    c.add_argument("--thresholds", default=None, help="candidates, comma-separated (default: "
+                   "learn2pd.filters.calibrate.THRESHOLDS, 0.5 to 0.99)")
     c.add_argument("--budget", type=float, default=0.5,
                    help="accuracy points the chosen threshold may lose against the reference (default 0.5)")
     c.add_argument("--reference", default="vanilla", help="the decode accuracy is kept against (default vanilla)")
