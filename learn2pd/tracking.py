@@ -126,28 +126,11 @@ def log_evaluation(report: dict, save_dir="runs/evaluate", name: str | None = No
         return Path(r.dir).parent if getattr(r, "dir", None) else None
 
 
-def trace_counts(traces_dir) -> dict:
-    """What a trace collection holds: prompts, step rows, still-masked positions and the share of them whose
-    prediction is not yet final (what a filter must reject), forwards per prompt of the reference decode."""
-    import numpy as np
-
-    from learn2pd.traces.store import load_traces
-
-    ds = load_traces(traces_dir)
-    steps, seqs = ds["steps"], ds["sequences"]
-    masked = np.asarray(steps["masked"], dtype=bool)  # [rows, block]: blocks have one length per collection
-    final = np.asarray(steps["label"], dtype=bool)
-    n_masked, n_prompts = int(masked.sum()), len(seqs)
-    return {"prompts": n_prompts, "step_rows": len(steps), "masked_positions": n_masked,
-            "not_final_share": float((masked & ~final).sum() / n_masked) if n_masked else 0.0,
-            "reference_forwards_per_prompt": float(np.mean(seqs["nfe"])) if n_prompts else 0.0,
-            # one row per prompt and recorded forward: the replay's forwards (the reference's in reference mode)
-            "recorded_forwards_per_prompt": len(steps) / n_prompts if n_prompts else 0.0}
-
-
 def log_trace_counts(traces_dir, config: dict, save_dir, project: str | None = None,
                      verbose: bool = False) -> dict:
     """Log `trace_counts` of a finished collection (summary and one logged row); returns the counts."""
+    from learn2pd.traces.stats import trace_counts
+
     counts = trace_counts(traces_dir)
     with run(save_dir, f"traces-{Path(config.get('out', traces_dir)).name}", "collect-traces", config, project,
              verbose) as r:

@@ -10,6 +10,7 @@ import pytest
 from learn2pd import tracking
 from learn2pd.cli import main
 from learn2pd.traces.schema import SEQUENCE_FEATURES, STEP_FEATURES
+from learn2pd.traces.stats import trace_counts
 
 
 def _run_dir(root):
@@ -49,12 +50,13 @@ def test_evaluation_summary_names_the_best_and_the_fastest_near_it():
     assert s["vanilla_nfe"] == 256.0 and s["num_plans"] == 3
 
 
-def _traces(path, masked, label, nfe):
+def _traces(path, masked, label, nfe, committed=None):
     """A traces folder with the given step rows (block of 2) and per-prompt NFE."""
     n = len(masked)
     steps = {"prompt_id": [i % len(nfe) for i in range(n)], "block": [0] * n, "step": list(range(n)),
              "block_start": [0] * n, "length": [2] * n, "confidence": [[0.5, 0.5]] * n, "margin": [[0.0, 0.0]] * n,
-             "entropy": [[0.0, 0.0]] * n, "token": [[3, 3]] * n, "masked": masked, "committed": [[False] * 2] * n,
+             "entropy": [[0.0, 0.0]] * n, "token": [[3, 3]] * n, "masked": masked,
+             "committed": committed or [[False] * 2] * n,
              "label": label}
     seqs = {"prompt_id": list(range(len(nfe))), "prompt": ["p"] * len(nfe), "family": ["arith"] * len(nfe),
             "prompt_ids": [[1]] * len(nfe), "reference": [[3, 3]] * len(nfe), "end_position": [-1] * len(nfe),
@@ -68,11 +70,18 @@ def _traces(path, masked, label, nfe):
 def test_trace_counts_share_of_not_yet_final_among_masked_positions(tmp_path):
     path = _traces(tmp_path / "t", masked=[[True, True], [True, False], [False, False]],
                    label=[[True, False], [True, True], [False, False]], nfe=[10, 20])
-    c = tracking.trace_counts(path)
+    c = trace_counts(path)
     # 3 masked positions, 1 of them not final (an unmasked non-final one does not count)
     assert c["prompts"] == 2 and c["step_rows"] == 3 and c["masked_positions"] == 3
     assert c["not_final_share"] == pytest.approx(1 / 3)
     assert c["reference_forwards_per_prompt"] == 15.0 and c["recorded_forwards_per_prompt"] == 1.5
+    assert c["wrong_commits"] == 0 and c["reference_correct_share"] == 1.0
+
+
+def test_trace_counts_wrong_commits_are_commits_of_a_not_final_prediction(tmp_path):
+    path = _traces(tmp_path / "t", masked=[[True, True], [True, False]], label=[[False, True], [False, True]],
+                   nfe=[4], committed=[[True, True], [True, False]])
+    assert trace_counts(path)["wrong_commits"] == 2  # row 0 position 0 and row 1 position 0
 
 
 def test_collect_traces_logs_its_counts(random_ckpt, tmp_path, monkeypatch):
@@ -87,4 +96,4 @@ def test_collect_traces_logs_its_counts(random_ckpt, tmp_path, monkeypatch):
     from learn2pd.traces.store import read_metadata
 
     meta = read_metadata(merged)  # prompts too long for this checkpoint's context are skipped, not recorded
-    assert tracking.trace_counts(merged)["prompts"] == meta["num_prompts"] - meta["skipped"] > 0
+    assert trace_counts(merged)["prompts"] == meta["num_prompts"] - meta["skipped"] > 0
