@@ -95,6 +95,25 @@ def test_calibrate_writes_per_block_thresholds_that_learned_then_uses(tiny, tmp_
     assert plan.policy.threshold == chosen and f"threshold={chosen}" in plan.describe()
 
 
+def test_calibrate_best_reference_keeps_the_best_swept_accuracy_without_a_reference_decode(monkeypatch):
+    from learn2pd.filters import calibrate as cal
+
+    table = {0.5: (90.0, 2.0), 0.8: (99.8, 3.0), 0.95: (100.0, 4.0)}  # threshold -> accuracy, forwards
+    decoded = []
+
+    def fake_run(model, tok, spec, problems, plan, cfg, batch_size, progress):
+        decoded.append(plan)
+        t = float(plan.split("threshold=")[1].split(",")[0].split("+")[0])
+        return {"accuracy": table[t][0], "nfe_mean": table[t][1]}
+
+    monkeypatch.setattr(cal, "run_policy", fake_run)
+    out = cal.calibrate(None, None, None, "F", [object()], DecodeConfig(gen_length=64), [32, 64],
+                        thresholds=list(table), budget=0.5, reference="best")
+    assert len(decoded) == 6 and all(p.startswith("learned:") for p in decoded)  # no reference plan decoded
+    assert out["thresholds"] == {"32": 0.8, "64": 0.8}  # 99.8 is within 0.5 of the best, 100.0
+    assert out["runs"]["32"]["reference"] == {"plan": "best", "accuracy": 100.0, "nfe_mean": 4.0}
+
+
 def test_calibrate_refuses_heldout_problems(tmp_path, capsys):
     from learn2pd.cli import main
     from tests.conftest import ROOT
