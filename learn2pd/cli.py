@@ -259,7 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--budget", type=float, default=0.5,
                    help="accuracy points the chosen threshold may lose against the reference (default 0.5)")
     c.add_argument("--reference", default="vanilla",
-                   help="the plan whose accuracy is kept (default vanilla), or `best`: the most accurate threshold swept (no reference decode: vanilla costs gen-length forwards per problem)")
+                   help="the plan whose accuracy is kept (default vanilla), or `best`: the most accurate "
+                   "threshold swept (no reference decode: vanilla costs gen-length forwards per problem)")
     c.add_argument("--allow-heldout", action="store_true", help="accept a task set that is not val:/train:")
     c.add_argument("--overwrite", action="store_true", help="needed for a filter inside checkpoints/")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
