@@ -35,6 +35,18 @@ def test_a_positionwise_score_does_not_depend_on_the_window_width():
     assert torch.allclose(net(feats), net(padded)[:, :20], atol=1e-6)
 
 
+def test_masked_left_counts_the_masked_positions_in_a_fixed_window_to_the_left():
+    from learn2pd.filters.features import block_features, masked_left
+
+    m = torch.tensor([[1, 1, 0, 1, 0, 0]], dtype=torch.bool)
+    assert masked_left(m, window=2).mul(2).tolist() == [[0, 1, 2, 1, 1, 1]]
+    # the same value in a wider block padded with masked positions on the right: block-length free
+    wide = torch.cat([m, torch.ones(1, 10, dtype=torch.bool)], 1)
+    assert torch.equal(masked_left(wide)[:, :6], masked_left(m))
+    f = block_features(["masked_left"], confidence=torch.zeros(1, 6), masked=m, length=torch.tensor([4]))
+    assert f[0, :, 0].mul(32).tolist() == [0, 1, 2, 2, 0, 0]  # zero beyond the block's length
+
+
 def test_which_filters_serve_any_block():
     assert serves_any_block(FilterConfig(kind="positionwise", features=["confidence", "position"]))
     assert not serves_any_block(FilterConfig(kind="positionwise", features=["confidence", "pos_in_block"]))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+LEFT = 32  # masked_left's window: fixed, so that it means the same at every block length
 FEATURES = {
     "confidence": "softmax probability of the argmax token",
     "margin": "top-1 minus top-2 probability",
@@ -18,6 +19,7 @@ FEATURES = {
     "pos_in_block": "relative position in the block (0..1)",
     "pos_in_answer": "block_start / gen_length (how far into the answer the block is)",
     "position": "the position's own index in the generation region / gen_length (any block length)",
+    "masked_left": f"share of the {LEFT} positions to the left still masked (what a prediction may yet depend on)",
 }
 # Features that measure a position inside a block of the trained length: a filter reading one serves
 # only that block length. Every other feature means the same at block 32 and in full diffusion.
@@ -57,6 +59,14 @@ def stable_counts(prompt_id, block, step, token) -> torch.Tensor:
     return out
 
 
+def masked_left(masked: torch.Tensor, window: int = LEFT) -> torch.Tensor:
+    """[N, L] share of the `window` positions before each one that are still masked. Positions before the
+    block count as committed: in semi-autoregressive decoding they are."""
+    c = torch.nn.functional.pad(masked.float().cumsum(-1), (window + 1, 0))  # c[j + window + 1] = sum masked[:j+1]
+    L = masked.shape[-1]
+    return (c[..., window:window + L] - c[..., :L]) / window
+
+
 def block_features(names, *, confidence, margin=None, entropy=None, masked=None, stable=None, is_end=None,
                    length=None, block_start=None, gen_length: int | None = None) -> torch.Tensor:
     """Stack features [N, L] (and per-row block_start [N]) into [N, L, F] in the order of `names`."""
@@ -81,6 +91,8 @@ def block_features(names, *, confidence, margin=None, entropy=None, masked=None,
             v = (torch.arange(L, device=confidence.device).float() / max(L - 1, 1)).expand(N, L)
         elif name == "pos_in_answer":
             v = (block_start.float() / gen_length)[:, None].expand(N, L)
+        elif name == "masked_left":
+            v = masked_left(masked)
         elif name == "position":
             v = (block_start.float()[:, None] + torch.arange(L, device=confidence.device)) / gen_length
         else:
