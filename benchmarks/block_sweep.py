@@ -46,9 +46,13 @@ def main():
     policies = split_policies(args.policies or PLANS.read_text().strip())
     model, tok, spec = load_model(args.model, args.dtype)
     start = time.perf_counter()
+    save = None
+    if args.out:  # after each block length: a sweep stopped later keeps what it measured
+        def save(sweep):
+            write_json(Path(args.out) / "sweep.json", json.loads(json.dumps(sweep, default=str)))
     try:
         sweep = block_sweep(model, tok, spec, problems, policies, DecodeConfig(gen_length=gen), blocks,
-                            args.batch_size, skip_unservable=args.skip_unservable)
+                            args.batch_size, skip_unservable=args.skip_unservable, on_block=save)
     except ValueError as err:
         raise SystemExit(f"block_sweep: error: {err}\n(--skip-unservable leaves such pairs out)") from None
     print(f"{args.model or 'checkpoints/tiny-llada'}, {len(problems)} held-out problems ({args.tasks}), gen {gen}, "
@@ -71,7 +75,6 @@ def main():
                   f"{g['ratio']:.2f}x the oracle's {g['oracle_nfe']:.2f}")
     if args.out:
         out = Path(args.out)
-        write_json(out / "sweep.json", json.loads(json.dumps(sweep, default=str)))
         plot_sweep(sweep, out / "sweep.png")
         print(f"wrote {out / 'sweep.json'} and {out / 'sweep.png'}")
 

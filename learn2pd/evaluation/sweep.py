@@ -28,7 +28,7 @@ def servable(plans: list[DecodingPlan], configs: list[DecodeConfig], spec) -> li
 
 
 def block_sweep(model, tokenizer, spec, problems, policies, config: DecodeConfig, block_lengths: list[int],
-                batch_size: int = 64, progress: bool = True, skip_unservable: bool = False) -> dict:
+                batch_size: int = 64, progress: bool = True, skip_unservable: bool = False, on_block=None) -> dict:
     """`evaluate` at each block length; every (plan, block) pair is checked before anything is decoded.
 
     A pair a plan cannot serve (a filter trained for another block) fails the sweep up front, or with
@@ -49,6 +49,8 @@ def block_sweep(model, tokenizer, spec, problems, policies, config: DecodeConfig
         report = evaluate(model, tokenizer, spec, problems, keep, cfg, batch_size, progress)
         report["gap"] = oracle_gap(report["results"])
         sweep["blocks"][cfg.block_length] = report
+        if on_block is not None:
+            on_block(sweep)
     return sweep
 
 
