@@ -162,3 +162,21 @@ def test_eot_threshold_is_calibrated_on_validation(small_traces, tmp_path):
     flt = load_filter(tmp_path / "eot")  # any filter module serves as the commit filter here
     assert LearnedPolicy(flt, eot_module=eot).eot_threshold == eot.config.threshold
     assert LearnedPolicy(flt, eot_module=eot, eot_threshold=0.3).eot_threshold == 0.3
+
+
+def test_families_keeps_only_those_prompts_and_refuses_a_family_not_collected(small_traces):
+    from learn2pd.traces.store import load_traces
+    from learn2pd.trainers.train_filter import FilterDataModule
+
+    seqs = load_traces(small_traces)["sequences"]
+    family = dict(zip(seqs["prompt_id"], seqs["family"]))
+    keep = sorted(set(family.values()))[:2]
+    full = FilterDataModule(str(small_traces), ["confidence"], 16, "filter", 64, seed=0)
+    some = FilterDataModule(str(small_traces), ["confidence"], 16, "filter", 64, seed=0, families=keep)
+    full.setup()
+    some.setup()
+    rows = lambda d: sum(len(s) for s in d.splits.values())  # noqa: E731
+    steps = load_traces(small_traces)["steps"]["prompt_id"]
+    assert rows(some) == sum(family[p] in keep for p in steps) < rows(full) == len(steps)
+    with pytest.raises(ValueError, match=r"families: \['poetry'\] not in traces"):
+        FilterDataModule(str(small_traces), ["confidence"], 16, "filter", 64, seed=0, families=["poetry"]).setup()

@@ -37,6 +37,8 @@ TARGETS = ("filter", "eot")
 class TrainFilterConfig:
     traces: str | list[str] = option("outputs/traces/tiny", "a collect-traces output folder, or a list of them "
                                      "(DAgger rounds, block lengths) of one model and one task stream")
+    families: list[str] | None = option(None, "train on these task families' prompts only (e.g. [arith, sort, rev, "
+                                        "table]: a filter that never saw chain); null: every prompt")
     out: str = option("outputs/filters/tiny-llada-filter", "export folder (config.json + model.safetensors)")
     filter: dict = option(help="filter kind and settings, e.g. {kind: positionwise}",
                           factory=lambda: {"kind": "learn2pd"})
@@ -97,8 +99,9 @@ def _metrics(logits, labels, threshold) -> dict:
 
 class FilterDataModule(L.LightningDataModule):
     def __init__(self, traces: str | list[str], features: list[str], block_length: int, target: str,
-                 batch_size: int, seed: int, any_block: bool = False):
+                 batch_size: int, seed: int, any_block: bool = False, families: list[str] | None = None):
         super().__init__()
+        self.families = families
         self.path, self.features, self.block_length, self.any_block = traces, features, block_length, any_block
         self.target, self.batch_size, self.seed = target, batch_size, seed
 
@@ -121,7 +124,8 @@ class FilterDataModule(L.LightningDataModule):
                 raise ValueError(f"traces in {path} come from other weights than {paths[0]}: a filter learns one "
                                  "model's confidences, train on traces of one model")
             gen_length = meta.get("decoding", {}).get("gen_length") or max(ds["sequences"]["end_position"]) + 1
-            parts.append(trace_tensors(ds, self.features, gen_length, meta.get("end_ids", [1])))
+            part = trace_tensors(ds, self.features, gen_length, meta.get("end_ids", [1]))
+            parts.append(self._only_families(part, ds["sequences"], path) if self.families else part)
             metas.append(meta)
         self.meta = metas[0]
         t = _concat_padded(parts)
@@ -137,6 +141,16 @@ class FilterDataModule(L.LightningDataModule):
             self.splits[name] = TensorDataset(t["features"][rows], label[rows], mask[rows])
         if len(self.splits["train"]) == 0 or len(self.splits["val"]) == 0:
             raise ValueError(f"traces in {', '.join(paths)} are too few to split by prompt: collect more prompts")
+
+    def _only_families(self, part: dict, sequences, path) -> dict:
+        """The rows of prompts of `self.families` (each family must be in the collection: a typo is refused)."""
+        family = dict(zip(sequences["prompt_id"], sequences["family"]))
+        missing = set(self.families) - set(family.values())
+        if missing:
+            raise ValueError(f"families: {sorted(missing)} not in traces {path} (it holds "
+                             f"{', '.join(sorted(set(family.values())))})")
+        rows = torch.tensor([family[int(p)] in self.families for p in part["prompt_id"].tolist()])
+        return {k: v[rows] for k, v in part.items()}
 
     def train_dataloader(self):
         return DataLoader(self.splits["train"], batch_size=self.batch_size, shuffle=True,
@@ -217,7 +231,7 @@ def train_filter(cfg: TrainFilterConfig, progress: bool = True) -> dict:
     L.seed_everything(cfg.seed, verbose=False)
     fcfg = cfg.filter_config()
     data = FilterDataModule(cfg.traces, fcfg.features, fcfg.block_length, cfg.target, cfg.batch_size, cfg.seed,
-                            serves_any_block(fcfg))
+                            serves_any_block(fcfg), cfg.families)
     data.setup()
     fcfg.model_type = data.meta.get("model_type")
     module = FilterModule(dataclasses.asdict(fcfg), cfg.lr, cfg.weight_decay, cfg.false_accept_weight)
@@ -239,7 +253,8 @@ def train_filter(cfg: TrainFilterConfig, progress: bool = True) -> dict:
     if cfg.calibrate_false_accept is not None:
         module.fcfg.threshold = calibrated_threshold(module, data, cfg.calibrate_false_accept)
     test = trainer.test(module, data, verbose=False)[0]
-    module.net.config.training = {"traces": cfg.traces, "target": cfg.target, "epochs": cfg.epochs, "lr": cfg.lr,
+    module.net.config.training = {"traces": cfg.traces, "families": cfg.families, "target": cfg.target,
+                                  "epochs": cfg.epochs, "lr": cfg.lr,
                                   "false_accept_weight": cfg.false_accept_weight,
                                   "calibrate_false_accept": cfg.calibrate_false_accept,
                                   "train_seconds": round(seconds, 1),
