@@ -42,7 +42,7 @@ def main():
     ap.add_argument("--dtype", default="float32")
     args = ap.parse_args()
     base = dict(num_prompts=args.num_prompts, batch_size=args.batch_size, gen_length=args.gen_length,
-                block_length=args.block_length, dtype=args.dtype)
+                block_length=args.block_length, dtype=args.dtype, reference_plan="vanilla")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.num_prompts} prompts, "
           f"gen {args.gen_length}, block {args.block_length}, {args.dtype}")
     vanilla, nfe = vanilla_seconds(CollectConfig(**base))

@@ -62,7 +62,7 @@ def test_trainer_flags_are_typed_by_yaml_and_strings_stay_text(tmp_path):
         filter_config(["--config", str(bad)])
 
 
-@pytest.mark.parametrize(("module", "sample"), [("learn2pd.traces.cli", "prompts to record (default: 2000)"), (
+@pytest.mark.parametrize(("module", "sample"), [("learn2pd.traces.cli", "prompts to record (default: 1000)"), (
     "learn2pd.trainers.train_filter", "the best one by validation loss is exported (default: 40)")])
 def test_every_config_flag_says_what_it_does_and_its_default(module, sample, capsys):
     import dataclasses
@@ -79,3 +79,17 @@ def test_every_config_flag_says_what_it_does_and_its_default(module, sample, cap
         described = text.split(flag, 1)[1].split(" --", 1)[0]
         assert f.metadata.get("help") and "(default: " in described, f.name
     assert sample in text
+
+
+def test_collect_traces_defaults_are_the_shipped_config():
+    """`collect-traces --help` shows the defaults configs/collect/tiny.yaml runs with: no flag differs."""
+    import dataclasses
+
+    import yaml
+
+    from learn2pd.traces import CollectConfig
+    from tests.conftest import ROOT
+
+    shipped = yaml.safe_load((ROOT / "configs" / "collect" / "tiny.yaml").read_text())
+    defaults = dataclasses.asdict(CollectConfig())
+    assert {k: v for k, v in shipped.items() if defaults[k] != v} == {}

@@ -82,6 +82,7 @@ def test_split_is_by_prompt_and_deterministic():
 def small_traces(random_ckpt, tmp_path_factory):
     out = tmp_path_factory.mktemp("traces") / "t"
     collect_traces(CollectConfig(out=str(out), model=str(random_ckpt), num_prompts=20, gen_length=32, block_length=16,
+                                 reference_plan="vanilla", dtype="float32",
                                  batch_size=10, mode="reference"), progress=False)
     return out
 

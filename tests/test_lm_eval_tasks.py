@@ -120,7 +120,7 @@ def test_runner_and_traces_grade_with_the_problems_grader(tiny, tmp_path):
     from learn2pd.traces import CollectConfig, collect_traces, load_traces
 
     cfg = CollectConfig(out=str(tmp_path / "t"), tasks="lm_eval:learn2pd_arith", num_prompts=3, mode="reference",
-                        gen_length=64, block_length=32, batch_size=3)
+                        reference_plan="vanilla", dtype="float32", gen_length=64, block_length=32, batch_size=3)
     collect_traces(cfg, progress=False)
     seqs = load_traces(tmp_path / "t")["sequences"].sort("prompt_id")
     problems = load_problems("lm_eval:learn2pd_arith", 3)

@@ -12,7 +12,7 @@ from learn2pd.traces.store import read_metadata, shard_dirs
 
 def _cfg(random_ckpt, out, **kw):
     base = dict(out=str(out), model=str(random_ckpt), tasks="train:short", num_prompts=6, gen_length=32,
-                block_length=16, batch_size=2)
+                block_length=16, batch_size=2, reference_plan="vanilla", dtype="float32")
     return CollectConfig(**(base | kw))
 
 

@@ -90,6 +90,7 @@ def test_collect_traces_logs_its_counts(random_ckpt, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     out = tmp_path / "tr"
     merged = collect_traces(CollectConfig(out=str(out), model=str(random_ckpt), num_prompts=4, gen_length=16,
+                                          reference_plan="vanilla", dtype="float32",
                                           block_length=16, batch_size=4, mode="reference"), progress=False)
     log = next(_run_dir(out / "logs").glob("*.wandb")).read_bytes()
     assert b"not_final_share" in log and b"step_rows" in log and b"reference_forwards_per_prompt" in log
