@@ -4,8 +4,10 @@ kept apart (a filter trained on one is refused on the other)."""
 from pathlib import Path
 
 import pytest
+import torch
 
 from learn2pd.decoding.engine import DecodeConfig, decode
+from learn2pd.decoding.plan import make_plan
 from learn2pd.evaluation.runner import evaluate
 from learn2pd.tasks.suite import SHORT_FAMILIES, heldout_problems
 
@@ -54,6 +56,22 @@ def test_filters_are_refused_across_families(dream, tiny):
     # and the Dream filter runs on its own family
     out = decode(model, spec, ids, ids.new_ones(ids.shape), f"learned:path={dream_filter}+eotp", CFG)
     assert int(out.nfe[0]) < 8
+
+
+def test_learned_without_a_path_uses_the_decoded_familys_shipped_filter(dream):
+    """`learned+eotp` names no filter: on the tiny Dream it loads the Dream's own filter and End-of-Text
+    predictor, not the tiny LLaDA's (which would be refused), and decodes with them."""
+    model, tok, spec = dream
+    plan = make_plan("learned+eotp")
+    plan.policy.check(CFG, spec)
+    assert plan.policy.path == ROOT / "checkpoints" / "tiny-dream-filter"
+    assert plan.policy.eot_path == ROOT / "checkpoints" / "tiny-dream-eot"
+    assert plan.policy.filter.config.model_type.lower() == plan.policy.eot.config.model_type.lower() == "dream"
+    ids = tok(["sort 3 1\n"], return_tensors="pt").input_ids
+    named = decode(model, spec, ids, ids.new_ones(ids.shape), "learned:path=" + str(ROOT / "checkpoints" /
+                   "tiny-dream-filter") + ",eot=" + str(ROOT / "checkpoints" / "tiny-dream-eot") + "+eotp", CFG)
+    default = decode(model, spec, ids, ids.new_ones(ids.shape), "learned+eotp", CFG)
+    assert torch.equal(named.sequences, default.sequences) and torch.equal(named.nfe, default.nfe)
 
 
 def test_shipped_dream_is_the_published_architecture(dream):

@@ -20,8 +20,15 @@ from learn2pd.filters.features import block_features, logit_features, stable_upd
 from learn2pd.filters.hub import resolve_filter
 from learn2pd.filters.models import load_filter, serves_any_block
 
-DEFAULT_FILTER = Path(__file__).resolve().parents[3] / "checkpoints" / "tiny-llada-filter"
-DEFAULT_EOT = Path(__file__).resolve().parents[3] / "checkpoints" / "tiny-llada-eot"
+CHECKPOINTS = Path(__file__).resolve().parents[3] / "checkpoints"
+DEFAULT_FILTER = CHECKPOINTS / "tiny-llada-filter"
+DEFAULT_EOT = CHECKPOINTS / "tiny-llada-eot"
+
+
+def shipped(family: str, role: str) -> Path:
+    """The shipped filter (role "filter") or End-of-Text predictor ("eot") of an embedded model family:
+    what `learned` loads when no path is named, for the model it decodes."""
+    return CHECKPOINTS / f"tiny-{family.lower()}-{role}"
 LOGIT_FEATURES = {"margin", "entropy"}
 
 
@@ -48,11 +55,12 @@ class LearnedPolicy(Policy):
         # wrong predictions learns to accept everything; the floor keeps the model's own doubt a veto.
         self.floor = float(floor) if floor is not None else None
         self._gen_length: int | None = None  # the region's length (set by check): `position` features divide by it
-        feats = set(filter_module.config.features) | (set(eot_module.config.features) if eot_module else set())
-        self.needs_logits = bool(feats & LOGIT_FEATURES)
+        self._eot_threshold_given = eot_threshold is not None
+        self._needs_logits()
         self._prev = self._stable = None
         self._eot_prob: torch.Tensor | None = None
         self._eot_default = False  # loaded because the plan has +eotp and named none: dropped on another family
+        self._filter_default = False  # the shipped filter, loaded because no path was named
         self._end_ids = torch.tensor([], dtype=torch.long)
 
     @classmethod
@@ -89,6 +97,7 @@ class LearnedPolicy(Policy):
         policy = cls.from_pretrained(params.get("path"), params.get("threshold"), fallback, eot_path=eot_path,
                                      floor=params.get("floor"), eot_threshold=params.get("eot_threshold"))
         policy._eot_default = not params.get("eot") and not no_eot
+        policy._filter_default = not params.get("path")
         return policy
 
     def describe(self) -> str:
@@ -104,6 +113,7 @@ class LearnedPolicy(Policy):
     def check(self, cfg, spec) -> None:
         from learn2pd.filters.calibrate import threshold_for
 
+        self._use_shipped(spec.family)
         _check(self.filter.config, self.path or "(filter)", spec.family, cfg.block_length)
         if not self._threshold_given:
             self.threshold = threshold_for(self.filter.config.thresholds, cfg.block_length,
@@ -115,6 +125,25 @@ class LearnedPolicy(Policy):
         self.fallback.check(cfg, spec)
         self._end_ids = torch.tensor(spec.end_ids)
         self._gen_length = cfg.gen_length
+
+    def _needs_logits(self) -> None:
+        feats = set(self.filter.config.features) | (set(self.eot.config.features) if self.eot is not None else set())
+        self.needs_logits = bool(feats & LOGIT_FEATURES)
+
+    def _use_shipped(self, family: str) -> None:
+        """With no path named, the shipped filter and predictor are the decoded model family's own (the tiny
+        Dream's for a Dream model), where that family ships them."""
+        if self._filter_default and not _same_family(self.filter.config, family) \
+                and shipped(family, "filter").is_dir():
+            self.path = shipped(family, "filter")
+            self.filter = load_filter(self.path).eval()
+        if self.eot is not None and self._eot_default and not _same_family(self.eot.config, family) \
+                and shipped(family, "eot").is_dir():
+            self.eot_path = shipped(family, "eot")
+            self.eot = load_filter(self.eot_path).eval()
+            if not self._eot_threshold_given:
+                self.eot_threshold = float(self.eot.config.threshold)
+        self._needs_logits()
 
     def reset(self, batch: int, width: int, device) -> None:
         self._prev = torch.full((batch, width), -1, dtype=torch.long, device=device)
