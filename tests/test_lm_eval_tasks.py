@@ -153,7 +153,9 @@ def test_command_line_runs_lm_eval_and_writes_the_cost_beside_its_results(tmp_pa
     rev = cost["decoding_cost"]["learn2pd_rev"]
     assert rev["samples"] == 2 and rev["tokens_per_forward"] == pytest.approx(64 / rev["nfe_per_sample"])
     assert json.loads(results.read_text())["results"]["learn2pd_rev"]["exact_match,answer"] == 1.0
-    assert "| learn2pd_rev | 2 |" in capsys.readouterr().out
+    out = capsys.readouterr()
+    assert "| learn2pd_rev | 2 |" in out.out
+    assert f"lm-eval results written to {results}" in out.err and f"decoding cost written to {cost_file}" in out.err
 
 
 GSM_LIKE = """task: gsm_like

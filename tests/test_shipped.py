@@ -83,26 +83,30 @@ def test_committing_arith_in_parallel_costs_accuracy(tiny):
 
 @pytest.fixture(scope="module")
 def long_report(tiny):
-    # 24 chains and 24 tables at gen 256, block 32: the long families' region
+    # 12 chains and 12 tables at gen 256, block 32 (the long families' region), decoded in parallel; the
+    # one-token-per-step decode (vanilla+eotp: 100-200 forwards a problem) on the first 8 of them only
     model, tok, spec = tiny
-    problems = heldout_problems(LONG_FAMILIES, n=48)
-    plans = ["vanilla", "vanilla+eotp", "threshold:tau=0.5", "threshold:tau=0.9+eotp"]
-    report = evaluate(model, tok, spec, problems, plans, LONG_CFG, batch_size=48, progress=False)
-    return {r["policy"]: r for r in report["results"]}
+    problems = heldout_problems(LONG_FAMILIES, n=24)
+    plans = ["threshold:tau=0.5", "threshold:tau=0.9+eotp"]
+    report = evaluate(model, tok, spec, problems, plans, LONG_CFG, batch_size=24, progress=False)
+    serial = evaluate(model, tok, spec, problems[:8], ["vanilla+eotp"], LONG_CFG, batch_size=8, progress=False)
+    return {r["policy"]: r for r in report["results"] + serial["results"]}
 
 
-def test_long_answers_span_later_blocks_and_vanilla_solves_them(long_report):
-    v = long_report["vanilla"]
-    assert v["nfe_mean"] == LONG_CFG.gen_length
+def test_long_answers_span_later_blocks_and_the_model_solves_them(long_report):
+    v = long_report["vanilla+eotp"]
     fam = {f: r["accuracy"] for f, r in v["per_family"].items()}
-    assert fam["chain"] >= 75.0 and fam["table"] >= 85.0, fam
+    assert fam["chain"] >= 75.0 and fam["table"] >= 75.0, fam  # 100% of 200 held-out problems each
     assert min(r["answer_tokens"] for r in v["records"] if r["correct"]) >= 64  # every answer ends in block 3+
+    assert long_report["threshold:tau=0.9+eotp"]["accuracy"] >= 90.0  # 98.5% on 200 (docs/block-length.md)
 
 
 def test_committing_a_chain_in_parallel_costs_accuracy_and_eotp_skips_its_padding(long_report):
     chain = {name: r["per_family"]["chain"]["accuracy"] for name, r in long_report.items()}
     # each line applies a fresh operation to the result above: a block is not known in one forward
-    assert chain["threshold:tau=0.5"] <= chain["vanilla"] - 8.0, chain
-    v, e = long_report["vanilla"], long_report["vanilla+eotp"]
-    assert e["nfe_mean"] <= 0.6 * v["nfe_mean"] and e["accuracy"] >= v["accuracy"] - 10.0
+    assert chain["threshold:tau=0.5"] <= chain["threshold:tau=0.9+eotp"] - 8.0, chain
+    # vanilla takes gen_length (256) forwards; with EoTP one per answer token and one to see the end
+    e = long_report["vanilla+eotp"]
+    assert e["nfe_mean"] <= 0.6 * LONG_CFG.gen_length
+    assert all(r["nfe"] >= r["answer_tokens"] for r in e["records"])
     assert long_report["threshold:tau=0.9+eotp"]["nfe_mean"] < 16  # about two forwards per block

@@ -68,7 +68,13 @@ def main(argv: list[str] | None = None) -> int:
         return code
     if launch is not None and not launch.is_main:  # lm-eval wrote its results on rank 0 only
         return 0
-    results = results_file(output_path, start) if output_path else None
+    if not output_path:
+        print("learn2pd lm-eval: no --output_path: the scores above are not saved and the decoding cost is not "
+              "written (pass -o DIR)", file=sys.stderr)
+        return 0
+    results = results_file(output_path, start)
+    if results is not None:
+        print(f"lm-eval results written to {results}", file=sys.stderr)
     cost = write_cost(results) if results else None
     if cost:
         print(markdown(json.loads(cost.read_text())["decoding_cost"]))
