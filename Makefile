@@ -14,8 +14,10 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# Two workers (pytest-xdist), a test file per worker at a time: a file's shared decodes run once.
+TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 demo: install
 	$(VENV)/bin/learn2pd demo --out $(DEMO_OUT)

@@ -6,7 +6,9 @@ import torch
 
 os.environ.setdefault("WANDB_MODE", "disabled")  # a test of W&B logging sets "offline" itself
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# `make test` runs the suite on two workers (pytest-xdist): one thread each fills two cores without
+# oversubscribing them; alone, a run takes up to two.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, os.cpu_count() or 1))
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "checkpoints" / "tiny-llada"
