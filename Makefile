@@ -14,10 +14,10 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# Two workers (pytest-xdist), a test file per worker at a time: a file's shared decodes run once.
+# Two workers (pytest-xdist); tests sharing an expensive module fixture carry one xdist_group (one worker).
 TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 demo: install
 	$(VENV)/bin/learn2pd demo --out $(DEMO_OUT)

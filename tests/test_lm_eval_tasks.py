@@ -67,12 +67,13 @@ def _ours(tiny, group):
     return evaluate(model, tok, spec, problems, [PLAN], cfg, progress=False)["results"][0]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # not recomputed when a worker interleaves other modules
 def suite_eval(tiny):
     return _ours(tiny, "learn2pd_short")
 
 
 @pytest.mark.parametrize("group", GROUPS)
+@pytest.mark.xdist_group("lm-eval-suite")  # shares the module's suite_eval on one worker
 def test_lm_eval_accuracy_equals_learn2pd_evaluate(tiny, suite_eval, one_thread, group):
     model, tok, spec = tiny
     families, cfg = GROUPS[group]
@@ -98,6 +99,7 @@ def test_lm_eval_accuracy_equals_learn2pd_evaluate(tiny, suite_eval, one_thread,
     assert total == pytest.approx(ours_all["accuracy"])
 
 
+@pytest.mark.xdist_group("lm-eval-suite")  # shares the module's suite_eval on one worker
 def test_evaluate_takes_an_lm_eval_task(tiny, suite_eval):
     model, tok, spec = tiny
     problems = load_problems("lm_eval:learn2pd_short", LIMIT * len(SHORT_FAMILIES))

@@ -16,13 +16,14 @@ DREAM = ROOT / "checkpoints" / "tiny-dream"
 CFG = DecodeConfig(gen_length=64, block_length=32)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # not recomputed when a worker interleaves other modules
 def dream():
     from learn2pd.models.loading import load_model
 
     return load_model(DREAM)
 
 
+@pytest.mark.xdist_group("tiny-dream")  # shares the module's dream on one worker
 def test_tiny_dream_is_a_native_dream_within_limits(dream):
     from learn2pd.models.modeling_dream import DreamModel
 
@@ -32,6 +33,7 @@ def test_tiny_dream_is_a_native_dream_within_limits(dream):
     assert spec.mask_id == tok.mask_token_id
 
 
+@pytest.mark.xdist_group("tiny-dream")  # shares the module's dream on one worker
 def test_tiny_dream_decodes_the_short_families(dream):
     model, tok, spec = dream
     plans = ["vanilla+eotp", "threshold:tau=0.9+eotp", "entropy:top_k=4+eotp", "threshold:tau=0.9+adablock+eotp"]
@@ -43,6 +45,7 @@ def test_tiny_dream_decodes_the_short_families(dream):
     assert by["entropy:top_k=4+eotp"]["accuracy"] >= 85
 
 
+@pytest.mark.xdist_group("tiny-dream")  # shares the module's dream on one worker
 def test_filters_are_refused_across_families(dream, tiny):
     model, _, spec = dream
     llada, ltok, lspec = tiny
@@ -58,6 +61,7 @@ def test_filters_are_refused_across_families(dream, tiny):
     assert int(out.nfe[0]) < 8
 
 
+@pytest.mark.xdist_group("tiny-dream")  # shares the module's dream on one worker
 def test_learned_without_a_path_uses_the_decoded_familys_shipped_filter(dream):
     """`learned+eotp` names no filter: on the tiny Dream it loads the Dream's own filter and End-of-Text
     predictor, not the tiny LLaDA's (which would be refused), and decodes with them."""
@@ -74,6 +78,7 @@ def test_learned_without_a_path_uses_the_decoded_familys_shipped_filter(dream):
     assert torch.equal(named.sequences, default.sequences) and torch.equal(named.nfe, default.nfe)
 
 
+@pytest.mark.xdist_group("tiny-dream")  # shares the module's dream on one worker
 def test_shipped_dream_is_the_published_architecture(dream):
     """Its safetensors hold exactly the published Dream parameter names, and the re-implementation of the
     published modeling gives the same logits from them (left padding included)."""
