@@ -11,6 +11,7 @@ import logging
 import os
 import warnings
 
+_quiet = False  # set by quiet_libraries: `requiet` applies it again after a library resets its loggers
 LOGGERS = ("transformers", "datasets", "lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning",
            "lm-eval", "lm_eval", "wandb", "huggingface_hub", "torch.distributed")
 
@@ -20,6 +21,8 @@ def quiet_libraries(verbose: bool = False) -> bool:
     verbose = verbose or os.environ.get("LEARN2PD_VERBOSE", "") not in ("", "0")
     if verbose:
         return True
+    global _quiet
+    _quiet = True
     os.environ.setdefault("WANDB_SILENT", "true")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
@@ -37,6 +40,13 @@ def quiet_libraries(verbose: bool = False) -> bool:
         pass
     return False
 
+
+def requiet() -> None:
+    """After quiet_libraries, quiet the loggers again: Lightning sets its own to INFO when first imported (the
+    trainers import it lazily, after the command quieted the libraries), which let its tips print."""
+    if _quiet:
+        for name in LOGGERS:
+            logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def quiet_argv(argv: list[str]) -> list[str]:
