@@ -3,11 +3,12 @@
     learn2pd demo [--out outputs/demo] [--num-traces 384] [--num-samples 60] [--cache none]
 
 Traces are on-policy (the states `threshold:tau=0.7+eotp` visits, its own mistakes included) and labelled
-against the training problems' expected answers, so no reference is decoded: the reference decode was most of
-the demo's time (about 6 of its minutes on two cores). They are collected without a cache; the evaluation runs
-with `cache`. Every family at gen 256 (the long families' region); the evaluation set is small (60 problems),
-and the baseline the speedups and the oracle need is `vanilla+eotp` (one token per step until its predicted
-end of text), not plain vanilla (one token per step over all 256 positions), to keep the demo short.
+against the training problems' expected answers, so no reference is decoded (384 prompts in about a minute on
+two cores; oracle-replay traces with a vanilla+eotp reference had done half of them after 3.4 minutes). They are
+collected without a cache; the evaluation runs with `cache`. Every family at gen 256 (the long families'
+region); the evaluation set is small (60 problems), and the baseline the speedups and the oracle need is
+`vanilla+eotp` (one token per step until its predicted end of text), not plain vanilla (one token per step
+over all 256 positions), to keep the demo short.
 """
 
 from __future__ import annotations

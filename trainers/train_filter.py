@@ -149,7 +149,8 @@ class FilterDataModule(L.LightningDataModule):
         if missing:
             raise ValueError(f"families: {sorted(missing)} not in traces {path} (it holds "
                              f"{', '.join(sorted(set(family.values())))})")
-        rows = torch.tensor([family[int(p)] in self.families for p in part["prompt_id"].tolist()])
+        keep = torch.tensor([int(p) for p, f in family.items() if f in self.families])
+        rows = torch.isin(part["prompt_id"], keep)
         return {k: v[rows] for k, v in part.items()}
 
     def train_dataloader(self):

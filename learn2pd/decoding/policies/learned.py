@@ -21,15 +21,16 @@ from learn2pd.filters.hub import resolve_filter
 from learn2pd.filters.models import load_filter, serves_any_block
 
 CHECKPOINTS = Path(__file__).resolve().parents[3] / "checkpoints"
-DEFAULT_FILTER = CHECKPOINTS / "tiny-llada-filter"
-DEFAULT_EOT = CHECKPOINTS / "tiny-llada-eot"
+LOGIT_FEATURES = {"margin", "entropy"}
 
 
 def shipped(family: str, role: str) -> Path:
     """The shipped filter (role "filter") or End-of-Text predictor ("eot") of an embedded model family:
     what `learned` loads when no path is named, for the model it decodes."""
     return CHECKPOINTS / f"tiny-{family.lower()}-{role}"
-LOGIT_FEATURES = {"margin", "entropy"}
+
+
+DEFAULT_FILTER, DEFAULT_EOT = shipped("llada", "filter"), shipped("llada", "eot")  # before the model is known
 
 
 class LearnedPolicy(Policy):
