@@ -77,34 +77,59 @@ def oracle_gap(results: list[dict], tolerance: float = 1.0) -> dict | None:
             "ratio": best["nfe_mean"] / by_kind["oracle"]["nfe_mean"], "tolerance": tolerance}
 
 
+def _knob(policy: str) -> str:
+    """The swept value of a plan (`tau=0.85` -> `0.85`, `threshold=0.9` -> `0.9`), '' if none: its point label."""
+    for part in policy.split("+"):
+        for kv in part.partition(":")[2].split(","):
+            key, _, value = kv.partition("=")
+            if key.strip() in ("tau", "threshold"):
+                return value.strip()
+    return ""
+
+
 def plot_sweep(sweep: dict, path) -> None:
-    """Accuracy against forwards, one panel per block length, one marker per plan."""
+    """Accuracy against forwards, one panel per block length. The plans of one family (`plan_family`:
+    `threshold:tau=*+eotp`, or one filter at several thresholds) form one curve, each point labelled with its
+    threshold, so a dozen plans read as a few curves; the panels share the accuracy axis."""
     import io
 
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     from learn2pd.atomic import write_atomic
+    from learn2pd.evaluation.runner import plan_family
 
     blocks = sweep["blocks"]
-    fig, axes = plt.subplots(1, len(blocks), figsize=(4.2 * len(blocks) + 2.5, 4.2), sharey=True, squeeze=False)
-    labels = sorted({r["policy"] for rep in blocks.values() for r in rep["results"]})
-    colours, markers = plt.get_cmap("tab20").colors, "os^Dv<>pP*Xh"
-    style = {lab: (colours[i % 20], markers[i % len(markers)]) for i, lab in enumerate(labels)}
+    fig, axes = plt.subplots(1, len(blocks), figsize=(4.6 * len(blocks) + 2.8, 4.4), sharey=True, squeeze=False)
+    families = sorted({plan_family(r["policy"]) for rep in blocks.values() for r in rep["results"]})
+    colours, markers = plt.get_cmap("tab10").colors, "os^Dv<>pP*Xh"
+    style = {f: (colours[i % 10], markers[i % len(markers)]) for i, f in enumerate(families)}
     for ax, (b, rep) in zip(axes[0], blocks.items()):
+        curves: dict[str, list] = {}
         for r in rep["results"]:
-            c, m = style[r["policy"]]
-            ax.scatter(r["nfe_mean"], r["accuracy"], color=c, marker=m, s=40, label=r["policy"])
+            curves.setdefault(plan_family(r["policy"]), []).append((r["nfe_mean"], r["accuracy"], _knob(r["policy"])))
+        for fam, pts in sorted(curves.items()):
+            pts.sort()
+            c, m = style[fam]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], color=c, marker=m, ms=6, lw=1.2, label=fam)
+            for x, y, knob in pts:
+                if knob:
+                    ax.annotate(knob, (x, y), textcoords="offset points", xytext=(4, -9), fontsize=6, color=c)
         ax.set_xscale("log", base=2)
+        lo, hi = ax.get_xlim()  # plain-number ticks: powers of 2 alone leave a panel with one tick
+        ax.set_xticks([t for t in (1, 1.5, 2, 3, 4, 5, 6, 8, 10, 12, 16, 24, 32, 48, 64, 128, 256) if lo <= t <= hi])
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_title(f"block {b}")
         ax.set_xlabel("forwards per problem (NFE, log)")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("accuracy (%)")
-    handles = {h.get_label(): h for ax in axes[0] for h in ax.collections}
+    handles = {h.get_label(): h for ax in axes[0] for h in ax.get_lines()}
     fig.legend(handles.values(), handles.keys(), fontsize=7, loc="center right")
-    fig.tight_layout(rect=(0, 0, 1 - 2.4 / fig.get_figwidth(), 1))
+    fig.tight_layout(rect=(0, 0, 1 - 2.7 / fig.get_figwidth(), 1))
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)

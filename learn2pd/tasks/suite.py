@@ -28,6 +28,12 @@ same label for lines 1-4, line k-4 after). Two earlier designs made lines look a
 place among the prompt's (the k-th of 24, or the (k mod 4)-th of 4); the tiny model learnt neither in
 900-3,500 CPU training steps. A third chain, fixed by its first two numbers (each line combined the two
 above), had 100 distinct chains: writing one in a forward was recall, not parallel decoding (README).
+A sixth family, `list` (the `choice` group), is not in the suite the shipped model learnt: it is the testbed
+for a phenomenon real dLLMs show and the five do not, several correct answers. `list k?q?z?x` asks for the
+letters with a separator between them, `,` or `;` freely (drawn at random in training, so the model's
+confidence on every separator is split about evenly), graded as either: a confidence threshold waits on
+every separator, while committing any of them is safe. The prompt is answer-shaped (`?` where a separator
+goes), so the answer is a copy at one offset per problem.
 `short` and `long` select the two groups; `suite` (and `all`) means all five, what the embedded model
 is trained on.
 
@@ -54,7 +60,10 @@ LONG_FAMILIES = ("chain", "table")
 FAMILIES = SHORT_FAMILIES + LONG_FAMILIES
 # `suite` is what the shipped tiny LLaDA is trained on and evaluated with by default
 SUITE = FAMILIES
-GROUPS = {"suite": SUITE, "short": SHORT_FAMILIES, "long": LONG_FAMILIES, "all": FAMILIES}
+# several correct answers (graded up to the separator's choice): not part of the suite, see `list` above
+CHOICE_FAMILIES = ("list",)
+GROUPS = {"suite": SUITE, "short": SHORT_FAMILIES, "long": LONG_FAMILIES, "all": FAMILIES,
+          "choice": CHOICE_FAMILIES}
 # default decoding region: every short answer fits one 32-token block of 128, a long one needs 256
 SHORT_GEN_LENGTH, LONG_GEN_LENGTH = 128, 256
 TRAIN_SEED = 0
@@ -92,6 +101,8 @@ def final_answer(family: str, text: str) -> str:
         return numbers[-1].replace(",", "").rstrip(".") if numbers else ""
     if family in ("arith", "chain"):
         return text.rsplit("#", 1)[-1].strip() if "#" in text else ""
+    if family == "list":  # either separator is right
+        return text.replace(LIST_SEPARATORS[1], LIST_SEPARATORS[0])
     return text
 
 
@@ -101,9 +112,10 @@ def is_correct(problem: Problem, output: str) -> bool:
 
 
 # what the generators draw
-DRAW = {"arith": (2, 6), "sort": (3, 10), "rev": (3, 12), "chain": (8, 16), "table": (8, 24)}
+DRAW = {"arith": (2, 6), "sort": (3, 10), "rev": (3, 12), "chain": (8, 16), "table": (8, 24), "list": (3, 12)}
 # what the suite keeps
-SIZES = {"arith": (3, 6), "sort": (3, 7), "rev": (3, 8), "chain": (8, 16), "table": (10, 24)}
+SIZES = {"arith": (3, 6), "sort": (3, 7), "rev": (3, 8), "chain": (8, 16), "table": (10, 24), "list": (4, 10)}
+LIST_SEPARATORS = ",;"
 LABELS = "abcdefghijklmnopqrstuvwxyz"
 PERIOD = 4  # table cycles through the 4 operations its prompt gives
 CHAIN_ITEMS = 16  # operations a chain prompt gives, whatever its length: line k reads item k 128 tokens back
@@ -115,6 +127,8 @@ def size(problem: Problem) -> int:
         return problem.answer.count("\n")
     if problem.family == "table":
         return problem.answer.count("\n") + 1
+    if problem.family == "list":
+        return len(problem.answer) // 2 + 1
     return len(problem.prompt.split()) - 1 if problem.family == "sort" else len(problem.prompt.split()[1])
 
 
@@ -171,7 +185,15 @@ def _table(rng: random.Random) -> Problem:
     return Problem("table", f"table {labels[-1]} {given}", "\n".join(lines))
 
 
-GENERATORS = {"arith": _arith, "sort": _sort, "rev": _rev, "chain": _chain, "table": _table}
+def _list(rng: random.Random) -> Problem:
+    letters = [rng.choice(LABELS) for _ in range(rng.randint(*DRAW["list"]))]
+    seps = [rng.choice(LIST_SEPARATORS) for _ in letters[1:]]
+    answer = letters[0] + "".join(sep + letter for sep, letter in zip(seps, letters[1:]))
+    # answer-shaped prompt: every letter of the answer sits at a fixed distance from its prompt copy
+    return Problem("list", "list " + "?".join(letters), answer)
+
+
+GENERATORS = {"arith": _arith, "sort": _sort, "rev": _rev, "chain": _chain, "table": _table, "list": _list}
 
 
 def default_gen_length(families) -> int:
@@ -193,7 +215,7 @@ def _check_families(families) -> tuple[str, ...]:
     families = tuple(families)
     unknown = [f for f in families if f not in GENERATORS]
     if unknown or not families:
-        raise ValueError(f"unknown task family {unknown or families}: choose from {', '.join(FAMILIES)} "
+        raise ValueError(f"unknown task family {unknown or families}: choose from {', '.join(GENERATORS)} "
                          f"or a group ({', '.join(GROUPS)})")
     return families
 
