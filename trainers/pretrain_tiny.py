@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import platform
 import random
 import sys
 import time
@@ -363,25 +362,15 @@ def stage_seed(cfg: dict, stage: int) -> int:
     return cfg.get("data_seed", cfg["seed"] + stage)
 
 
-def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
-    """AVX-512 BF16 or AMX: what makes bf16 matmuls native on an x86 CPU. Without them bf16 autocast is
-    emulated: a tiny-choice.yaml step took 30 s instead of 2.5 s in float32 on an AVX2 machine."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:  # not Linux: keep what the config asks
-            return True
-    x86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
-    return not x86 or "avx512_bf16" in cpuinfo or "amx_bf16" in cpuinfo
-
-
 def stage_precision(requested: str, cuda: bool | None = None, native_bf16: bool | None = None) -> str:
-    """The precision a stage trains in: the config's, except bf16 on a CPU that only emulates it (float32,
-    said once per stage), where it would cost days instead of hours."""
+    """The precision a stage trains in: the config's, except bf16 on a CPU that only emulates it (no AVX-512
+    BF16 or AMX): float32 there, said once per stage. A tiny-choice.yaml step took 30 s in bf16 autocast and
+    2.5 s in float32 on an AVX2 machine."""
     cuda = torch.cuda.is_available() if cuda is None else cuda
     if cuda or not requested.startswith("bf16"):
         return requested
-    if native_bf16 if native_bf16 is not None else cpu_has_native_bf16():
+    # what `--dtype auto` asks too (learn2pd.models.loading.resolve_dtype)
+    if native_bf16 if native_bf16 is not None else torch.ops.mkldnn._is_mkldnn_bf16_supported():
         return requested
     print(f"precision {requested} -> 32-true: this CPU has no native bf16 (AVX-512 BF16 or AMX), where bf16 "
           "autocast runs about 12x slower than float32")
