@@ -1,11 +1,12 @@
 """The end-to-end job on the embedded tiny dLLM: traces -> filter + EoT predictor -> every policy.
 
-    learn2pd demo [--out outputs/demo] [--num-traces 384] [--num-samples 60] [--cache none]
+    learn2pd demo [--out outputs/demo] [--num-traces 384] [--num-samples 60] [--cache dual]
 
 Traces are on-policy (the states `threshold:tau=0.7+eotp` visits, its own mistakes included) and labelled
 against the training problems' expected answers, so no reference is decoded (384 prompts in about a minute on
 two cores; oracle-replay traces with a vanilla+eotp reference had done half of them after 3.4 minutes). They are
-collected without a cache; the evaluation runs with `cache`. Every family at gen 256 (the long families'
+collected without a cache; the evaluation runs with `cache`, Fast-dLLM's dual cache by default (as Learn2PD's
+headline figures): a one-token-per-step forward then computes the current block, not the whole sequence. Every family at gen 256 (the long families'
 region); the evaluation set is small (60 problems), and the baseline the speedups and the oracle need is
 `vanilla+eotp` (one token per step until its predicted end of text), not plain vanilla (one token per step
 over all 256 positions), to keep the demo short.
@@ -48,7 +49,7 @@ def learned_plans(filter_dir: Path, eot_dir: Path) -> list[str]:
 
 def run_demo(out: str = "outputs/demo", num_traces: int = 384, num_samples: int = 60, gen_length: int | None = None,
              block_length: int = 32, batch_size: int = 64, dtype: str = "auto", progress: bool = True,
-             overwrite: bool = False, cache: str = "none") -> dict:
+             overwrite: bool = False, cache: str = "dual") -> dict:
     from learn2pd.trainers.train_filter import TrainFilterConfig, train_filter
 
     # Every argument and output is checked before anything is written or removed.

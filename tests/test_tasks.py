@@ -115,6 +115,35 @@ def test_groups_name_their_families():
     assert {p.family for p in train} == set(LONG_FAMILIES) and not held & {p.prompt for p in train}
 
 
+def test_list_has_several_right_answers_and_fixed_distance_copies(tiny):
+    """`list`: letters with a free `,` or `;` between them, graded as either; outside the suite the shipped
+    model learnt; every answer letter sits one fixed distance from its prompt copy."""
+    from learn2pd.tasks.loaders import load_problems
+
+    _, tok, _ = tiny
+    problems = heldout_problems(("list",), 300)
+    assert {len(p.prompt) for p in problems} == {28} and {size(p) for p in problems} == set(range(4, 11))
+    seps = "".join(p.answer[1::2] for p in problems)
+    assert set(seps) == {",", ";"} and 0.4 < seps.count(",") / len(seps) < 0.6  # drawn evenly
+    distances = set()
+    for p in problems:
+        letters = p.prompt.split()[1].rstrip(".").split("?")
+        assert p.answer[::2] == "".join(letters)
+        prompt, text = format_prompt(tok, p.prompt), tok(p.prompt, add_special_tokens=False).input_ids
+        start = next(i for i in range(len(prompt)) if prompt[i:i + len(text)] == text)
+        # answer letter k is token len(prompt) + 2k, its prompt copy token start + 5 + 2k
+        distances |= {(len(prompt) + 2 * k) - (start + 5 + 2 * k) for k in range(len(letters))}
+        assert all(prompt[start + 5 + 2 * k] == tok.convert_tokens_to_ids(c) for k, c in enumerate(letters))
+        swapped = p.answer.translate(str.maketrans(",;", ";,"))
+        assert p.grade(p.answer) and p.grade(swapped) and p.grade(swapped.replace(";", ","))
+        assert not p.grade(p.answer[:-1]) and not p.grade(p.answer.replace(",", " ").replace(";", " "))
+        assert not p.grade(p.answer[::-1] if p.answer[::-1] != p.answer else p.answer + ",a")
+    assert len(distances) == 1
+    assert "list" not in SUITE and [p.family for p in load_problems("choice", 3)] == ["list"] * 3
+    held = {p.prompt for p in heldout_problems(("list",), 1000)}
+    assert not held & {p.prompt for p in load_problems("train:list", 500)}
+
+
 def test_sort_and_rev_answers():
     for p in heldout_problems(("sort", "rev"), 100):
         body = p.prompt.split(" ", 1)[1]

@@ -32,8 +32,9 @@ A sixth family, `list` (the `choice` group), is not in the suite the shipped mod
 for a phenomenon real dLLMs show and the five do not, several correct answers. `list k?q?z?x` asks for the
 letters with a separator between them, `,` or `;` freely (drawn at random in training, so the model's
 confidence on every separator is split about evenly), graded as either: a confidence threshold waits on
-every separator, while committing any of them is safe. The prompt is answer-shaped (`?` where a separator
-goes), so the answer is a copy at one offset per problem.
+every separator, while committing any of them is safe. The prompt is answer-shaped and fixed-width
+(`list a?b?c......`: `?` where a separator goes, `.` after the last letter), so every answer letter sits at
+one distance from its prompt copy.
 `short` and `long` select the two groups; `suite` (and `all`) means all five, what the embedded model
 is trained on.
 
@@ -189,8 +190,10 @@ def _list(rng: random.Random) -> Problem:
     letters = [rng.choice(LABELS) for _ in range(rng.randint(*DRAW["list"]))]
     seps = [rng.choice(LIST_SEPARATORS) for _ in letters[1:]]
     answer = letters[0] + "".join(sep + letter for sep, letter in zip(seps, letters[1:]))
-    # answer-shaped prompt: every letter of the answer sits at a fixed distance from its prompt copy
-    return Problem("list", "list " + "?".join(letters), answer)
+    # Answer-shaped and fixed-width (`.` after the last letter): every answer letter sits at the same distance
+    # from its prompt copy whatever the list's length, as the long families' inputs do.
+    given = "?".join(letters)
+    return Problem("list", "list " + given + "." * (2 * DRAW["list"][1] - 1 - len(given)), answer)
 
 
 GENERATORS = {"arith": _arith, "sort": _sort, "rev": _rev, "chain": _chain, "table": _table, "list": _list}
