@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_OUT ?= outputs/demo
 
-.PHONY: install test demo tiny-model tiny-filters anyblock-filters tiny-dream lint clean
+.PHONY: install test demo tiny-model tiny-filters anyblock-filters tiny-choice tiny-dream lint clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -50,6 +50,19 @@ anyblock-filters: install
 	$(VENV)/bin/learn2pd calibrate --filter outputs/filters/tiny-llada-filter-anyblock \
 		--eot outputs/filters/tiny-llada-eot-anyblock --tasks val:suite --num-samples 40 --gen-length 256 \
 		--block-lengths 32,256 --reference vanilla+eotp --thresholds 0.5,0.7,0.8,0.9,0.95,0.98
+
+# The list-family model (several right answers: docs/block-length.md), from the shipped tiny LLaDA, and its
+# any-block filter and End-of-Text predictor, calibrated on validation problems of its short families and list.
+tiny-choice: install
+	$(PY) -m learn2pd.trainers.pretrain_tiny --config configs/pretrain/tiny-choice.yaml --overwrite
+	rm -rf outputs/traces/tiny-choice-b32 outputs/traces/tiny-choice-b128
+	$(VENV)/bin/collect-traces --config configs/collect/tiny-choice.yaml
+	$(VENV)/bin/collect-traces --config configs/collect/tiny-choice.yaml --block-length 128 --out outputs/traces/tiny-choice-b128
+	$(VENV)/bin/train-filter --config configs/filter/tiny-choice-anyblock.yaml --out checkpoints/tiny-llada-choice-filter --overwrite true
+	$(VENV)/bin/train-filter --config configs/filter/tiny-choice-eot.yaml --out checkpoints/tiny-llada-choice-eot --overwrite true
+	$(VENV)/bin/learn2pd calibrate --model checkpoints/tiny-llada-choice --filter checkpoints/tiny-llada-choice-filter \
+		--eot checkpoints/tiny-llada-choice-eot --tasks val:arith,sort,rev,list --num-samples 200 --gen-length 128 \
+		--block-lengths 32,128 --reference best --thresholds 0.5,0.6,0.7,0.8,0.9,0.95 --overwrite
 
 tiny-dream: outputs/tiny-llada-short/model.safetensors
 	$(PY) -m learn2pd.trainers.pretrain_tiny --config configs/pretrain/tiny-dream.yaml --overwrite
