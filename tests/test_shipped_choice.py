@@ -13,7 +13,7 @@ from learn2pd.tasks.suite import heldout_problems
 
 ROOT = Path(__file__).resolve().parents[1]
 CHOICE = ROOT / "checkpoints" / "tiny-llada-choice"
-FILTER = f"path={ROOT / 'checkpoints' / 'tiny-llada-choice-filter'},eot={ROOT / 'checkpoints' / 'tiny-llada-choice-eot'}"
+FILTER = f"path={CHOICE}-filter,eot={CHOICE}-eot"
 
 
 @pytest.mark.xdist_group("tiny-choice")
