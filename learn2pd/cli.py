@@ -224,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=cmd_generate)
 
     e = sub.add_parser("evaluate", help="compare policies on held-out problems")
-    e.add_argument("--tasks", default="suite", help="suite, short, long, all, families (arith,chain), "
+    e.add_argument("--tasks", default="suite", help="suite, short, long, all, choice (list), families (arith,chain), "
                    "a .jsonl file, lm_eval:TASK[:FILTER] or hf:NAME[:CONFIG]")
     e.add_argument("--num-samples", type=POSITIVE, default=100, help="problems to evaluate (default 100)")
     e.add_argument("--num-fewshot", type=NON_NEGATIVE, default=0,

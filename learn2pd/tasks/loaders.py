@@ -74,7 +74,7 @@ def load_problems(tasks: str, n: int, question_field: str = "question", answer_f
 
 
 def _families(text: str) -> tuple[str, ...]:
-    """Family names, a group's name (`suite`, `short`, `long`, `all`) standing for its families."""
+    """Family names, a group's name (`suite`, `short`, `long`, `all`, `choice`) standing for its families."""
     names = (f.strip() for f in text.split(",") if f.strip())
     return tuple(dict.fromkeys(f for name in names for f in GROUPS.get(name, (name,))))
 
