@@ -95,6 +95,8 @@ def test_the_model_card_names_base_model_fingerprint_traces_metrics_threshold_bl
         assert text in card, text
     eot = model_card({**cfg, "kind": "eot"}, META, "org/llada-8b-eot")
     assert "End-of-Text predictor" in eot and "eot=org/llada-8b-eot+eotp" in eot
+    local = model_card(cfg, META, folder="outputs/filters/mine")  # not pushed: named by its folder
+    assert "# outputs/filters/mine: a learn2pd" in local and '"learned:path=outputs/filters/mine+eotp"' in local
 
 
 def test_push_uploads_the_filter_with_its_card(hub, monkeypatch):

@@ -38,13 +38,14 @@ def resolve_filter(path) -> Path:
                                 "already in the Hub cache with HF_HUB_OFFLINE=1)") from None
 
 
-def model_card(config: dict, traces_meta: dict | None = None, repo_id: str | None = None) -> str:
+def model_card(config: dict, traces_meta: dict | None = None, repo_id: str | None = None,
+               folder: str | None = None) -> str:
     """A model card (README.md with Hub metadata) for an exported filter: what it was trained on, how well
-    it did, and how to use it."""
+    it did, and how to use it, by its Hub id when pushed, else by its folder."""
     meta = traces_meta or {}
     training = config.get("training", {})
     base = meta.get("model", "unknown")
-    name = repo_id or "PATH"
+    name = repo_id or folder or "PATH"
     role = "End-of-Text predictor" if config.get("kind") == "eot" else "parallel-decoding filter"
     metrics = "\n".join(f"| {k.removeprefix('test/')} | {v:.4f} |" for k, v in training.items()
                         if k.startswith("test/") and isinstance(v, (int, float)))
@@ -114,7 +115,7 @@ def write_model_card(folder, traces_meta: dict | None = None, repo_id: str | Non
 
     folder = Path(folder)
     config = json.loads((folder / "config.json").read_text())
-    return write_atomic(folder / "README.md", model_card(config, traces_meta, repo_id))
+    return write_atomic(folder / "README.md", model_card(config, traces_meta, repo_id, str(folder)))
 
 
 def push_filter(folder, repo_id: str, traces_meta: dict | None = None, private: bool = False,
