@@ -58,7 +58,8 @@ def list_plans() -> list[str]:
     return ["threshold:tau=0.9+eotp", "threshold:tau=0.7+eotp", f"learned:{f}+eotp", f"learned:{f},threshold=0.5+eotp"]
 
 
-def _list_family(num_samples: int, batch_size: int, dtype: str, progress: bool, say) -> list[dict]:
+def _list_family(num_samples: int, batch_size: int, dtype: str, progress: bool, say) -> tuple[list[dict], str]:
+    """The list-family results (plan, accuracy, NFE) and their Markdown table."""
     say(f"[+] where the learned filter wins: {num_samples} held-out `list` problems (a free `,` or `;` between "
         f"letters) on {CHOICE_MODEL.name}, with its shipped filter")
     model, tok, spec = load_model(str(CHOICE_MODEL), dtype=dtype)
@@ -66,11 +67,10 @@ def _list_family(num_samples: int, batch_size: int, dtype: str, progress: bool, 
                       DecodeConfig(gen_length=64, block_length=32), batch_size, progress,
                       baseline="vanilla+eotp")
     rows = [{k: r[k] for k in ("policy", "accuracy", "nfe_mean")} for r in report["results"]]
-    print("\n| plan (list family) | acc % | NFE |\n|---|---:|---:|")
-    for r in rows:
-        name = r["policy"].replace(str(CHOICE_MODEL.parent) + "/", "")
-        print(f"| {name} | {r['accuracy']:.1f} | {r['nfe_mean']:.2f} |")
-    return rows
+    table = "| plan (list family) | acc % | NFE |\n|---|---:|---:|\n" + "\n".join(
+        f"| {r['policy'].replace(str(CHOICE_MODEL.parent) + '/', '')} | {r['accuracy']:.1f} | {r['nfe_mean']:.2f} |"
+        for r in rows)
+    return rows, table
 
 
 def run_demo(out: str = "outputs/demo", num_traces: int = 384, num_samples: int = 60, gen_length: int | None = None,
@@ -120,9 +120,10 @@ def run_demo(out: str = "outputs/demo", num_traces: int = 384, num_samples: int 
                         "block_length": block_length, "dtype": dtype, "filter": filt, "eot": eot}
     table = markdown_table(report["results"])
     print(table)
-    report["list_family"] = _list_family(num_samples, batch_size, dtype, progress, say)
+    report["list_family"], list_table = _list_family(num_samples, batch_size, dtype, progress, say)
+    print("\n" + list_table)
     results = write_json(out_dir / "results.json", report)
-    write_atomic(out_dir / "results.md", table + "\n")
+    write_atomic(out_dir / "results.md", table + "\n\n" + list_table + "\n")
     plot = plot_pareto(report["results"], out_dir / "results.png")
     from learn2pd import tracking
 

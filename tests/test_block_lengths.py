@@ -7,7 +7,7 @@ import torch
 
 from learn2pd.decoding.engine import DecodeConfig, decode
 from learn2pd.decoding.plan import make_plan
-from learn2pd.evaluation.sweep import block_sweep, oracle_gap
+from learn2pd.evaluation.sweep import _knob, block_sweep, oracle_gap
 from learn2pd.filters.calibrate import pick, threshold_for
 from learn2pd.filters.models import FilterConfig, build_filter, serves_any_block
 from tests.test_learned import SPEC
@@ -155,3 +155,29 @@ def test_oracle_gap_takes_the_cheapest_heuristic_near_vanilla():
            {"policy": "learned+eotp", "accuracy": 100.0, "nfe_mean": 2.1}]
     gap = oracle_gap(res)
     assert gap["heuristic"] == "threshold:tau=0.9+eotp" and gap["ratio"] == 1.5
+
+
+def test_a_sweep_plots_each_plan_family_as_one_curve_labelled_by_its_threshold(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    from learn2pd.evaluation.sweep import plot_sweep
+
+    assert _knob("threshold:tau=0.85+eotp") == "0.85" and _knob("localleap+eotp") == ""
+    assert _knob("learned:path=a/b,eot=c,threshold=0.9+eotp") == "0.9"
+    res = [{"policy": p, "nfe_mean": n, "accuracy": a} for p, n, a in [
+        ("threshold:tau=0.9+eotp", 5.6, 98.5), ("threshold:tau=0.7+eotp", 5.0, 91.5), ("localleap+eotp", 5.2, 95.5),
+        ("learned:path=x/f,threshold=0.8+eotp", 5.1, 94.5), ("learned:path=x/f,threshold=0.9+eotp", 5.5, 97.5)]]
+    drawn, plot = [], plt.Axes.plot
+
+    def record(ax, xs, ys, **kw):
+        drawn.append((kw["label"], list(xs), list(ys)))
+        return plot(ax, xs, ys, **kw)
+
+    monkeypatch.setattr(plt.Axes, "plot", record)
+    plot_sweep({"blocks": {32: {"results": res}}}, tmp_path / "s.png")
+    assert sorted(drawn) == [("learned(f)+eotp", [5.1, 5.5], [94.5, 97.5]), ("localleap+eotp", [5.2], [95.5]),
+                             ("threshold+eotp", [5.0, 5.6], [91.5, 98.5])]  # ordered by forwards
+    assert (tmp_path / "s.png").stat().st_size > 0

@@ -79,11 +79,13 @@ def oracle_gap(results: list[dict], tolerance: float = 1.0) -> dict | None:
 
 def _knob(policy: str) -> str:
     """The swept value of a plan (`tau=0.85` -> `0.85`, `threshold=0.9` -> `0.9`), '' if none: its point label."""
+    from learn2pd.decoding.plan import parse_policy
+
     for part in policy.split("+"):
-        for kv in part.partition(":")[2].split(","):
-            key, _, value = kv.partition("=")
-            if key.strip() in ("tau", "threshold"):
-                return value.strip()
+        params = parse_policy(part)[1]
+        for key in ("tau", "threshold"):
+            if key in params:
+                return f"{params[key]:g}"
     return ""
 
 
