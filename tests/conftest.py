@@ -18,7 +18,7 @@ TINY = ROOT / "checkpoints" / "tiny-llada"
 def pytest_collection_modifyitems(config, items):
     """Mark tests whose xdist_group `--dist loadgroup` ignored (a pytest-xdist that does not support this
     pytest): each shared decode would run on both workers and the suite take twice as long, still passing."""
-    if config.getvalue("loadgroup"):
+    if getattr(config.option, "loadgroup", False):  # set on pytest-xdist workers only
         for item in items:
             item.group_lost = bool(item.get_closest_marker("xdist_group")) and "@" not in item.nodeid
 
