@@ -77,12 +77,27 @@ def cmd_generate(args) -> int:
 
     cfg = _config(args)
     plan = make_plan(_policy_spec(args))
-    check_prompts(load_tokenizer(args.model, args.trust_remote_code), args.prompt,  # before the weights load
-                  gen_length=cfg.gen_length, context_length=context_length(args.model))
+    tok = load_tokenizer(args.model, args.trust_remote_code)
+    check_prompts(tok, args.prompt, gen_length=cfg.gen_length, context_length=context_length(args.model))
+    check_plans([plan], cfg, args.model, tok, references=False)  # before the weights load
     model, tok, spec = load_model(args.model, args.dtype, args.device, args.trust_remote_code)
     out = generate(model, tok, args.prompt, plan, cfg, spec, batch_size=args.batch_size)
     print_answers(args.prompt, out, plan.label, cfg.gen_length, as_json=args.json)
     return 0
+
+
+def check_plans(plans, cfg, model: str | None, tokenizer, references: bool = True) -> None:
+    """Each plan against the model's config.json and the decode settings, before the weights load: a filter
+    of another model family or block length, or an oracle where no reference decode exists, fails in a second
+    instead of after minutes of loading an 8B model."""
+    from learn2pd.models.loading import model_spec
+
+    spec = model_spec(model, tokenizer)
+    for plan in plans:
+        if not references and plan.policy.needs_reference:
+            raise ValueError(f"plan {plan.label!r} commits against a reference (the oracle is a bound, not a "
+                             "decoder): compare it with `learn2pd evaluate --policies vanilla,oracle`")
+        plan.policy.check(cfg, spec)
 
 
 def print_answers(prompts: list[str], out, label: str, gen_length: int, as_json: bool = False) -> None:
@@ -122,8 +137,10 @@ def cmd_evaluate(args) -> int:
     check_fewshot(problems, args.num_fewshot)
     problems = with_fewshot(problems, args.num_fewshot, args.seed)
     cfg = _config(args, problems_gen_length(problems, args.block_length))
-    check_prompts(load_tokenizer(args.model, args.trust_remote_code), [p.prompt for p in problems],
-                  [p.source for p in problems], cfg.gen_length, context_length(args.model))  # before the weights
+    tok = load_tokenizer(args.model, args.trust_remote_code)
+    check_prompts(tok, [p.prompt for p in problems], [p.source for p in problems], cfg.gen_length,
+                  context_length(args.model))  # before the weights
+    check_plans(plans, cfg, args.model, tok)
     if args.devices * args.num_nodes > 1:  # each rank loads its own model; rank 0 writes
         from learn2pd.evaluation.parallel import evaluate_parallel
 
@@ -168,20 +185,22 @@ def split_policies(text: str) -> list[str]:
 
 
 def cmd_calibrate(args) -> int:
+    from learn2pd.decoding.policies.learned import check_fits
     from learn2pd.filters.calibrate import THRESHOLDS, calibrate, write_calibration
     from learn2pd.filters.models import load_filter
-    from learn2pd.models.loading import load_model
+    from learn2pd.models.loading import DEFAULT_MODEL, load_model, model_config
     from learn2pd.tasks.loaders import load_problems
     from learn2pd.tasks.suite import default_gen_length
 
-    load_filter(args.filter)  # a missing or broken filter fails before the model loads
-    if args.eot:
-        load_filter(args.eot)
+    blocks = [int(b) for b in args.block_lengths.split(",")]
+    family = model_config(str(args.model or DEFAULT_MODEL))["model_type"]
+    for path in (args.filter, args.eot) if args.eot else (args.filter,):  # fail before the model loads
+        for block in blocks:
+            check_fits(load_filter(path).config, path, family, block)
     if not args.tasks.startswith(("val:", "train:")) and not args.allow_heldout:
         raise ValueError(f"--tasks {args.tasks}: thresholds are chosen on validation problems (val:suite), never on "
                          "the held-out ones results are reported on; --allow-heldout if this set is your own")
     thresholds = [float(t) for t in args.thresholds.split(",")] if args.thresholds else list(THRESHOLDS)
-    blocks = [int(b) for b in args.block_lengths.split(",")]
     problems = load_problems(args.tasks, args.num_samples)
     cfg = _config(args, default_gen_length(p.family for p in problems))
     model, tok, spec = load_model(args.model, args.dtype, args.device, args.trust_remote_code)

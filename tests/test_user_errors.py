@@ -44,11 +44,20 @@ class Ctx:
                                  and real(p, mode, **kw))
         return ro
 
-    def filter(self, path: Path, kind="learn2pd", block_length=8, features=None) -> Path:
+    def filter(self, path: Path, kind="learn2pd", block_length=8, features=None, model_type="llada") -> Path:
         torch.manual_seed(0)
         build_filter(FilterConfig(kind=kind, block_length=block_length, hidden=8, features=features,
-                                  model_type="llada")).save_pretrained(path)
+                                  model_type=model_type)).save_pretrained(path)
         return path
+
+    def no_weights(self) -> None:
+        """The mistake must be caught from config files alone: loading the weights fails the test."""
+        from learn2pd.models import loading
+
+        def refuse(*args, **kwargs):
+            raise AssertionError("the weights loaded before the mistake was caught")
+
+        self.monkeypatch.setattr(loading, "load_model", refuse)
 
     def file(self, name: str, text: str) -> Path:
         (self.tmp / name).write_text(text)
@@ -296,7 +305,36 @@ def case_filter_config_does_not_match_its_weights(c):
         f"{flt / 'model.safetensors'} does not match {flt / 'config.json'}", "retrain"]
 
 
+def case_generate_filter_of_another_family(c):
+    c.no_weights()
+    flt = c.filter(c.tmp / "flt", model_type="Dream")
+    return learn2pd, ["generate", "--model", c.model, "--prompt", "x", "--policy", f"learned:path={flt}", *GEN], [
+        str(flt), "trained on a 'Dream' model, not 'llada'", "train a filter for this model"]
+
+
+def case_evaluate_filter_for_another_block_length(c):
+    c.no_weights()
+    flt = c.filter(c.tmp / "flt", block_length=8)  # its MLP reads exactly 8 positions
+    return learn2pd, ["evaluate", "--model", c.model, "--tasks", "arith", "--num-samples", "2", "--policies",
+                      f"vanilla,learned:path={flt}", "--gen-length", "16", "--block-length", "16"], [
+        str(flt), "blocks of 8, decoding uses 16", "--block-length 8"]
+
+
+def case_calibrate_filter_of_another_family(c):
+    c.no_weights()
+    flt = c.filter(c.tmp / "flt", model_type="Dream")
+    return learn2pd, ["calibrate", "--model", c.model, "--filter", flt, "--tasks", "val:short", "--block-lengths",
+                      "8"], [str(flt), "trained on a 'Dream' model", "train a filter for this model"]
+
+
+def case_generate_with_the_oracle(c):
+    c.no_weights()
+    return learn2pd, ["generate", "--model", c.model, "--prompt", "x", "--policy", "oracle+eotp", *GEN], [
+        "'oracle+eotp'", "a bound, not a decoder", "evaluate --policies vanilla,oracle"]
+
+
 @pytest.mark.parametrize("spec, needle", [
+    ("learned+oracle", "'oracle' is a bound, not a fallback"),
     ("learned:threshold=1.5", "threshold must be a number in [0, 1], got 1.5"),
     ("localleap:radius=-1", "radius must be a whole number >= 0, got -1"),
     ("adablock:window=-1", "window must be a number > 0, got -1"),
@@ -561,3 +599,12 @@ def test_an_lm_eval_task_decodes_in_its_own_answer_budget():
     assert problems_gen_length(load_problems("lm_eval:learn2pd_long", 2), 96) == 288  # whole blocks
     assert problems_gen_length(load_problems("short", 3), 32) == 128
 
+
+
+@pytest.mark.parametrize("name", ["tiny-llada", "tiny-dream"])
+def test_plans_are_checked_against_the_spec_the_loaded_model_has(name):
+    # what check_plans reads from config.json alone is what decoding then uses
+    from learn2pd.models.loading import load_model, load_tokenizer, model_spec
+
+    path = ROOT / "checkpoints" / name
+    assert model_spec(path, load_tokenizer(path)) == load_model(path)[2]

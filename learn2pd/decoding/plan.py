@@ -143,6 +143,10 @@ def make_plan(spec: str | Policy | DecodingPlan) -> DecodingPlan:
     if len(policies) > 1:
         raise PolicySpecError(f"{spec!r} names two commit policies; combine one policy with adablock and/or eotp")
     inner = make_policy(policies[0]) if policies else None
+    if wrapper is not None and inner is not None and inner.needs_reference:
+        raise PolicySpecError(f"{spec!r}: {inner.name!r} is a bound, not a fallback (it commits against the "
+                              f"reference decode); compare the two as separate plans: "
+                              f"--policies {inner.name},{parse_policy(wrapper)[0]}")
     if wrapper is not None:
         policy = make_policy(wrapper, fallback=inner, eotp=eotp)
     else:

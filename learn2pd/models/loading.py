@@ -13,7 +13,7 @@ from learn2pd.models.configuration_dream import DreamConfig
 from learn2pd.models.configuration_llada import LLaDAConfig
 from learn2pd.models.modeling_dream import DreamModel
 from learn2pd.models.modeling_llada import LLaDAModelLM
-from learn2pd.models.spec import ModelSpec, spec_from_model
+from learn2pd.models.spec import ModelSpec, spec_from_config, spec_from_model
 
 AutoConfig.register("llada", LLaDAConfig, exist_ok=True)
 AutoModel.register(LLaDAConfig, LLaDAModelLM, exist_ok=True)
@@ -129,6 +129,14 @@ def model_config(path: str) -> dict:
         raise ModelLoadError(f"{path} has model_type {mtype!r}; learn2pd decodes masked dLLMs of type "
                              "'llada' or 'Dream'")
     return raw
+
+
+def model_spec(path: str | Path | None, tokenizer) -> ModelSpec:
+    """The spec `load_model` returns, from config.json alone: plans are checked against it (a filter of
+    another model family, a block length it was not trained for) before minutes of loading weights."""
+    raw = model_config(str(path or DEFAULT_MODEL))
+    config_class = LLaDAConfig if str(raw["model_type"]).lower() == "llada" else DreamConfig
+    return spec_from_config(config_class(**{k: v for k, v in raw.items() if k != "auto_map"}), tokenizer)
 
 
 def _load_tokenizer(path: str, trust_remote_code: bool):

@@ -33,7 +33,11 @@ DREAM_7B = dict(mask_id=151666, eos_id=151643, pad_id=151643, end_ids=(151643, 1
 
 def spec_from_model(model, tokenizer=None) -> ModelSpec:
     """Derive the spec from a loaded model's config (and tokenizer for the delimiter ids)."""
-    cfg = model.config
+    return spec_from_config(model.config, tokenizer)
+
+
+def spec_from_config(cfg, tokenizer=None) -> ModelSpec:
+    """The spec of a model config (a LLaDAConfig or DreamConfig): known before the weights load."""
     mtype = getattr(cfg, "model_type", "")
     context = getattr(cfg, "max_sequence_length", None) or getattr(cfg, "max_position_embeddings", None)
     if mtype == "llada":

@@ -73,7 +73,7 @@ class LearnedPolicy(Policy):
 
         path = Path(path or DEFAULT_FILTER)
         filt = load_filter(resolve_filter(path))  # a folder, or ORG/NAME[@REVISION] on the Hub
-        _check(filt.config, path, model_type, block_length)
+        check_fits(filt.config, path, model_type, block_length)
         eot = load_filter(resolve_filter(eot_path)) if eot_path else None
         if isinstance(fallback, str):
             fallback = make_policy(fallback)
@@ -115,14 +115,14 @@ class LearnedPolicy(Policy):
         from learn2pd.filters.calibrate import threshold_for
 
         self._use_shipped(spec.family)
-        _check(self.filter.config, self.path or "(filter)", spec.family, cfg.block_length)
+        check_fits(self.filter.config, self.path or "(filter)", spec.family, cfg.block_length)
         if not self._threshold_given:
             self.threshold = threshold_for(self.filter.config.thresholds, cfg.block_length,
                                            self.filter.config.threshold)
         if self.eot is not None and self._eot_default and not _same_family(self.eot.config, spec.family):
             self.eot = self.eot_path = None  # the shipped predictor is for the tiny LLaDA: cut on confidence
         if self.eot is not None:  # the End-of-Text predictor reads the same window: the same rule
-            _check(self.eot.config, self.eot_path or "(End-of-Text predictor)", spec.family, cfg.block_length)
+            check_fits(self.eot.config, self.eot_path or "(End-of-Text predictor)", spec.family, cfg.block_length)
         self.fallback.check(cfg, spec)
         self._end_ids = torch.tensor(spec.end_ids)
         self._gen_length = cfg.gen_length
@@ -219,7 +219,8 @@ def _same_family(config, model_type) -> bool:
     return not config.model_type or config.model_type.lower() == model_type.lower()
 
 
-def _check(config, path, model_type, block_length) -> None:
+def check_fits(config, path, model_type, block_length) -> None:
+    """Refuse a filter (or End-of-Text predictor) config trained for another model family or block length."""
     if model_type and config.model_type and config.model_type.lower() != model_type.lower():
         raise ValueError(f"filter {path} was trained on a {config.model_type!r} model, not {model_type!r}: "
                          "collect traces and train a filter for this model")
