@@ -536,6 +536,19 @@ def test_lm_eval_model_arguments_are_typed():
             Learn2PDLM.create_from_arg_string(f"pretrained=/no/such,{args}")
 
 
+def test_lm_eval_model_refuses_a_filter_of_another_family_before_the_weights(monkeypatch):
+    from learn2pd.harness.lm import Learn2PDLM
+    from learn2pd.models import loading
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the weights loaded before the mistake was caught")
+
+    monkeypatch.setattr(loading, "load_model", refuse)
+    flt = ROOT / "checkpoints" / "tiny-dream-filter"
+    with pytest.raises(ValueError, match=re.escape(f"filter {flt} was trained on a 'Dream' model, not 'llada'")):
+        Learn2PDLM.create_from_arg_string(f"plan=learned+eotp,filter={flt},gen_length=64")
+
+
 def test_pretrain_config_mistakes_are_one_line(tmp_path, capsys):
     from learn2pd.trainers.pretrain_tiny import main as pretrain
 

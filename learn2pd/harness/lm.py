@@ -81,7 +81,7 @@ class Learn2PDLM(TemplateLM):
                  device: str | None = None, batch_size: int | str = 32, max_batch_size=None, mc_num: int = 128,
                  is_check_greedy: bool = True, trust_remote_code: bool = False, tokenizer=None, spec=None):
         super().__init__()
-        from learn2pd.models.loading import load_model
+        from learn2pd.models.loading import load_model, load_tokenizer, model_spec
         from learn2pd.models.spec import spec_from_model
 
         self.accelerator = None
@@ -107,7 +107,8 @@ class Learn2PDLM(TemplateLM):
             self.model, self.tokenizer = pretrained, tokenizer
             self.spec = spec or spec_from_model(pretrained, tokenizer)
             self.model_name = getattr(pretrained, "name_or_path", type(pretrained).__name__)
-        else:
+        else:  # the plan against config.json first: a filter of another family fails before the weights load
+            self.plan.policy.check(self.config, model_spec(pretrained, load_tokenizer(pretrained, trust_remote_code)))
             self.model, self.tokenizer, self.spec = load_model(pretrained, dtype, _device(device), trust_remote_code)
             self.model_name = str(pretrained or "checkpoints/tiny-llada")
         self._device = next(self.model.parameters()).device
