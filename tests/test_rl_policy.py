@@ -1,6 +1,7 @@
 """The GRPO-trained unmasking policy: the loss by hand, the at-least-one rule, decoding, resume, learning."""
 
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -212,3 +213,20 @@ def test_the_exported_threshold_is_the_best_reward_or_the_fewest_forwards_near_t
     assert choose_threshold(rows, accuracy_slack=1.0) == 0.7  # 99.5 and 100 are within 1 point; 0.7 is faster
     assert choose_threshold(rows, accuracy_slack=0.0) == 0.9
     assert choose_threshold(rows, accuracy_slack=5.0) == 0.3
+
+
+def test_train_policy_prints_its_own_lines_only(tmp_path):
+    # a fresh process, as a user runs it: Lightning's tips and device lines, transformers' weight-loading bar
+    # and deprecation warnings stay off unless --verbose
+    import subprocess
+    import sys
+
+    args = ["--tasks", "train:rev", "--gen-length", "32", "--block-length", "32", "--iterations", "1", "--prompts", "1",
+            "--group-size", "2", "--val-prompts", "1", "--thresholds", "[0.5]", "--wandb", "false",
+            "--policy", "{width: 16, heads: 2, ffn: 32}", "--out", str(tmp_path / "out"),
+            "--log-dir", str(tmp_path / "run")]
+    run = subprocess.run([sys.executable, "-m", "learn2pd.trainers.train_policy", *args], cwd=tmp_path,
+                         capture_output=True, text=True, env=os.environ | {"LEARN2PD_VERBOSE": ""})
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stderr.strip() == ""
+    assert run.stdout.splitlines()[-1].startswith(f"exported {tmp_path / 'out'} (threshold 0.5)")

@@ -1,6 +1,6 @@
 """Train an unmasking policy by reinforcement learning (GRPO), the frozen dLLM as the environment.
 
-    train-policy --config configs/policy/tiny.yaml [--key value ...]
+    train-policy --config configs/policy/tiny.yaml [--key value ...] [--verbose]
 
 Each iteration takes the next `prompts` problems of the built-in suite's training stream, decodes each
 `group_size` times with the policy sampling its commits, rewards a rollout with
@@ -33,11 +33,12 @@ from learn2pd.decoding.batching import decode_all, encode_prompts
 from learn2pd.decoding.config import DecodeConfig
 from learn2pd.decoding.plan import DecodingPlan
 from learn2pd.decoding.policies.rl import RLPolicy
+from learn2pd.errors import run_command
 from learn2pd.rl.grpo import rollout_reward
 from learn2pd.rl.net import PolicyConfig, UnmaskingPolicyNet
 from learn2pd.rl.rollout import collect_rollouts, grpo_update
 from learn2pd.tasks.loaders import load_problems
-from learn2pd.verbosity import requiet
+from learn2pd.verbosity import quiet_argv, requiet
 
 CURVE_COLUMNS = ("iteration", "reward", "accuracy", "nfe", "entropy", "loss", "clip_share", "cpu_s", "wall_s")
 # Settings a resumed run must share with the checkpoint (others, e.g. iterations, may change).
@@ -330,16 +331,17 @@ def build_config(argv=None) -> TrainPolicyConfig:
 
 
 def main(argv=None) -> int:
-    try:
+    argv = quiet_argv(sys.argv[1:] if argv is None else argv)  # --verbose: the libraries' own output
+
+    def command() -> int:
         cfg = build_config(argv)
         summary = train_policy(cfg)
-    except (ValueError, OSError) as err:
-        print(f"train-policy: error: {str(err).splitlines()[0]}", file=sys.stderr)
-        return 2
-    print(f"exported {cfg.out} (threshold {summary['threshold']}): {summary['cpu_minutes']} CPU minutes; "
-          "validation " + "; ".join(f"t={r['threshold']}: reward {r['reward']:.3f}, acc {r['accuracy']:.1f}%, "
-                                    f"NFE {r['nfe']:.2f}" for r in summary["validation"]))
-    return 0
+        print(f"exported {cfg.out} (threshold {summary['threshold']}): {summary['cpu_minutes']} CPU minutes; "
+              "validation " + "; ".join(f"t={r['threshold']}: reward {r['reward']:.3f}, acc {r['accuracy']:.1f}%, "
+                                        f"NFE {r['nfe']:.2f}" for r in summary["validation"]))
+        return 0
+
+    return run_command("train-policy", command, resumes=True)  # a killed run resumes from its last.ckpt
 
 
 if __name__ == "__main__":
