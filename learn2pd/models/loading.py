@@ -136,7 +136,8 @@ def model_spec(path: str | Path | None, tokenizer) -> ModelSpec:
     another model family, a block length it was not trained for) before minutes of loading weights."""
     raw = model_config(str(path or DEFAULT_MODEL))
     config_class = LLaDAConfig if str(raw["model_type"]).lower() == "llada" else DreamConfig
-    return spec_from_config(config_class(**{k: v for k, v in raw.items() if k != "auto_map"}), tokenizer)
+    config = config_class.from_dict({k: v for k, v in raw.items() if k != "auto_map"})  # as from_pretrained reads it
+    return spec_from_config(config, tokenizer)
 
 
 def _load_tokenizer(path: str, trust_remote_code: bool):
