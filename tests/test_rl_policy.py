@@ -215,6 +215,15 @@ def test_the_exported_threshold_is_the_best_reward_or_the_fewest_forwards_near_t
     assert choose_threshold(rows, accuracy_slack=5.0) == 0.3
 
 
+def test_a_slack_below_one_validation_problem_is_pointed_out():
+    from learn2pd.trainers.train_policy import TrainPolicyConfig, slack_note
+
+    assert "less than one of 64 validation problems (1.56 points)" in slack_note(TrainPolicyConfig(accuracy_slack=1.0))
+    assert slack_note(TrainPolicyConfig(accuracy_slack=2.0)) is None
+    assert slack_note(TrainPolicyConfig(accuracy_slack=1.0, val_prompts=100)) is None
+    assert slack_note(TrainPolicyConfig()) is None  # the best reward decides
+
+
 def test_train_policy_prints_its_own_lines_only(tmp_path):
     # a fresh process, as a user runs it: Lightning's tips and device lines, transformers' weight-loading bar
     # and deprecation warnings stay off unless --verbose

@@ -253,6 +253,17 @@ def calibrate_threshold(net, env: Environment, cfg: TrainPolicyConfig) -> tuple[
     return choose_threshold(rows, cfg.accuracy_slack), rows
 
 
+def slack_note(cfg: TrainPolicyConfig) -> str | None:
+    """A line for a slack below one validation problem's worth of accuracy: then only the single most
+    accurate threshold qualifies, however many forwards it takes."""
+    one = 100.0 / cfg.val_prompts
+    if cfg.accuracy_slack is not None and cfg.accuracy_slack < one:
+        return (f"train-policy: note: accuracy_slack {cfg.accuracy_slack:g} is less than one of {cfg.val_prompts} "
+                f"validation problems ({one:.2f} points): the most accurate threshold is exported whatever its "
+                "forwards")
+    return None
+
+
 def choose_threshold(rows: list[dict], accuracy_slack: float | None = None) -> float:
     """rows: threshold, reward, accuracy, nfe on validation -> the threshold to export."""
     if accuracy_slack is None:
@@ -277,6 +288,8 @@ def train_policy(cfg: TrainPolicyConfig, progress: bool = True, callbacks=()) ->
     """Train (or resume), calibrate the threshold on validation, export to `cfg.out`; returns the training
     summary stored in the exported config.json."""
     cfg.validate()
+    if note := slack_note(cfg):
+        print(note, file=sys.stderr)
     check_output(cfg.out, "out", folder=True, overwrite=cfg.overwrite, overwrite_flag=OVERWRITE_FLAG)
     check_output(cfg.log_dir, "log_dir", folder=True, overwrite=cfg.overwrite, overwrite_flag=OVERWRITE_FLAG)
     log_dir = Path(cfg.log_dir)
