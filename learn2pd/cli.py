@@ -195,8 +195,9 @@ def cmd_calibrate(args) -> int:
     blocks = [int(b) for b in args.block_lengths.split(",")]
     family = model_config(str(args.model or DEFAULT_MODEL))["model_type"]
     for path in (args.filter, args.eot) if args.eot else (args.filter,):  # fail before the model loads
+        config = load_filter(path).config
         for block in blocks:
-            check_fits(load_filter(path).config, path, family, block)
+            check_fits(config, path, family, block)
     if not args.tasks.startswith(("val:", "train:")) and not args.allow_heldout:
         raise ValueError(f"--tasks {args.tasks}: thresholds are chosen on validation problems (val:suite), never on "
                          "the held-out ones results are reported on; --allow-heldout if this set is your own")
