@@ -49,6 +49,15 @@ def requiet() -> None:
             logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def lightning_trainer(**kwargs):
+    """A Lightning Trainer whose tips and device lines stay off when the libraries were quieted: the loggers
+    Lightning reset to INFO on import are set back first (every trainer of the project is built here)."""
+    import lightning as L
+
+    requiet()
+    return L.Trainer(**kwargs)
+
+
 def quiet_argv(argv: list[str]) -> list[str]:
     """For the config-file commands: consume `--verbose`, quiet the libraries unless it was given."""
     quiet_libraries("--verbose" in argv)

@@ -75,7 +75,7 @@ from learn2pd.models.modeling_llada import LLaDAModelLM
 from learn2pd.models.tokenizer import build_char_tokenizer
 from learn2pd.tasks.prompting import format_prompt, left_pad
 from learn2pd.tasks.suite import SUITE, train_problems
-from learn2pd.verbosity import quiet_libraries, requiet
+from learn2pd.verbosity import lightning_trainer, quiet_libraries
 
 
 class TaskBatches(IterableDataset):
@@ -407,8 +407,7 @@ def run_stage(cfg: dict, tok, out: Path, init, stage: int) -> MaskedDiffusionMod
         loggers.append(tracking.lightning_logger(log_dir, f"pretrain-{out.name}-stage{stage}",
                                                  cfg.get("wandb_project", tracking.DEFAULT_PROJECT),
                                                  config={k: v for k, v in cfg.items() if k != "stages"}))
-    requiet()  # importing Lightning reset its loggers to INFO
-    trainer = L.Trainer(max_steps=cfg["max_steps"], accelerator="auto", devices=1, logger=loggers,
+    trainer = lightning_trainer(max_steps=cfg["max_steps"], accelerator="auto", devices=1, logger=loggers,
                         enable_checkpointing=False, gradient_clip_val=1.0,
                         precision=stage_precision(cfg.get("precision", "32-true")),
                         log_every_n_steps=cfg.get("log_every", 20),

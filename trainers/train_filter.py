@@ -28,7 +28,7 @@ from learn2pd.filters.data import split_prompts, trace_tensors
 from learn2pd.filters.hub import check_repo_id, push_filter, write_model_card
 from learn2pd.filters.models import FILTER_FILES, FilterConfig, build_filter, serves_any_block
 from learn2pd.traces.store import load_traces, read_metadata
-from learn2pd.verbosity import quiet_argv, requiet
+from learn2pd.verbosity import lightning_trainer, quiet_argv
 
 TARGETS = ("filter", "eot")
 
@@ -238,8 +238,7 @@ def train_filter(cfg: TrainFilterConfig, progress: bool = True) -> dict:
     module = FilterModule(dataclasses.asdict(fcfg), cfg.lr, cfg.weight_decay, cfg.false_accept_weight)
     best = KeepBest()
     loggers = _loggers(cfg)
-    requiet()  # importing Lightning reset its loggers to INFO
-    trainer = L.Trainer(max_epochs=cfg.epochs, accelerator="cpu", logger=loggers, callbacks=[best],
+    trainer = lightning_trainer(max_epochs=cfg.epochs, accelerator="cpu", logger=loggers, callbacks=[best],
                         enable_checkpointing=False, enable_progress_bar=progress, enable_model_summary=False,
                         log_every_n_steps=1, deterministic=True)
     start = time.perf_counter()

@@ -38,7 +38,7 @@ from learn2pd.rl.grpo import rollout_reward
 from learn2pd.rl.net import PolicyConfig, UnmaskingPolicyNet
 from learn2pd.rl.rollout import collect_rollouts, grpo_update
 from learn2pd.tasks.loaders import load_problems
-from learn2pd.verbosity import quiet_argv, requiet
+from learn2pd.verbosity import lightning_trainer, quiet_argv
 
 CURVE_COLUMNS = ("iteration", "reward", "accuracy", "nfe", "entropy", "loss", "clip_share", "cpu_s", "wall_s")
 # Settings a resumed run must share with the checkpoint (others, e.g. iterations, may change).
@@ -309,8 +309,7 @@ def train_policy(cfg: TrainPolicyConfig, progress: bool = True, callbacks=()) ->
 
         loggers.append(tracking.lightning_logger(cfg.log_dir, f"policy-{Path(cfg.out).name}", cfg.wandb_project,
                                                  config=dataclasses.asdict(cfg)))
-    requiet()  # importing Lightning reset its loggers to INFO
-    trainer = L.Trainer(max_epochs=cfg.iterations, accelerator="cpu", logger=loggers,
+    trainer = lightning_trainer(max_epochs=cfg.iterations, accelerator="cpu", logger=loggers,
                         callbacks=[AtomicCheckpoint(ckpt, cfg.checkpoint_every), *callbacks],
                         enable_checkpointing=False, enable_progress_bar=progress, enable_model_summary=False,
                         log_every_n_steps=1, deterministic=True, num_sanity_val_steps=0)
