@@ -71,33 +71,19 @@ def _policy_spec(args) -> str:
 
 def cmd_generate(args) -> int:
     from learn2pd.decoding.batching import generate
-    from learn2pd.decoding.plan import make_plan
-    from learn2pd.models.loading import context_length, load_model, load_tokenizer
+    from learn2pd.decoding.plan import check_plans, make_plan
+    from learn2pd.models.loading import context_length, load_model, load_tokenizer, model_spec
     from learn2pd.tasks.prompting import check_prompts
 
     cfg = _config(args)
     plan = make_plan(_policy_spec(args))
     tok = load_tokenizer(args.model, args.trust_remote_code)
     check_prompts(tok, args.prompt, gen_length=cfg.gen_length, context_length=context_length(args.model))
-    check_plans([plan], cfg, args.model, tok, references=False)  # before the weights load
+    check_plans([plan], cfg, model_spec(args.model, tok), references=False)  # before the weights load
     model, tok, spec = load_model(args.model, args.dtype, args.device, args.trust_remote_code)
     out = generate(model, tok, args.prompt, plan, cfg, spec, batch_size=args.batch_size)
     print_answers(args.prompt, out, plan.label, cfg.gen_length, as_json=args.json)
     return 0
-
-
-def check_plans(plans, cfg, model: str | None, tokenizer, references: bool = True) -> None:
-    """Each plan against the model's config.json and the decode settings, before the weights load: a filter
-    of another model family or block length, or an oracle where no reference decode exists, fails in a second
-    instead of after minutes of loading an 8B model."""
-    from learn2pd.models.loading import model_spec
-
-    spec = model_spec(model, tokenizer)
-    for plan in plans:
-        if not references and plan.policy.needs_reference:
-            raise ValueError(f"plan {plan.label!r} commits against a reference (the oracle is a bound, not a "
-                             "decoder): compare it with `learn2pd evaluate --policies vanilla,oracle`")
-        plan.policy.check(cfg, spec)
 
 
 def print_answers(prompts: list[str], out, label: str, gen_length: int, as_json: bool = False) -> None:
@@ -115,11 +101,11 @@ def print_answers(prompts: list[str], out, label: str, gen_length: int, as_json:
 
 
 def cmd_evaluate(args) -> int:
-    from learn2pd.decoding.plan import make_plan
+    from learn2pd.decoding.plan import check_plans, make_plan
     from learn2pd.distributed import check_launch
     from learn2pd.evaluation.report import markdown_table, plot_pareto, report_paths, write_atomic, write_json
     from learn2pd.evaluation.runner import evaluate
-    from learn2pd.models.loading import context_length, load_model, load_tokenizer
+    from learn2pd.models.loading import context_length, load_model, load_tokenizer, model_spec
     from learn2pd.tasks.fewshot import check_fewshot, with_fewshot
     from learn2pd.tasks.loaders import load_problems
     from learn2pd.tasks.prompting import check_prompts
@@ -140,7 +126,7 @@ def cmd_evaluate(args) -> int:
     tok = load_tokenizer(args.model, args.trust_remote_code)
     check_prompts(tok, [p.prompt for p in problems], [p.source for p in problems], cfg.gen_length,
                   context_length(args.model))  # before the weights
-    check_plans(plans, cfg, args.model, tok)
+    check_plans(plans, cfg, model_spec(args.model, tok))
     if args.devices * args.num_nodes > 1:  # each rank loads its own model; rank 0 writes
         from learn2pd.evaluation.parallel import evaluate_parallel
 
@@ -194,7 +180,7 @@ def cmd_calibrate(args) -> int:
 
     blocks = [int(b) for b in args.block_lengths.split(",")]
     family = model_config(str(args.model or DEFAULT_MODEL))["model_type"]
-    for path in (args.filter, args.eot) if args.eot else (args.filter,):  # fail before the model loads
+    for path in [p for p in (args.filter, args.eot) if p]:  # fail before the model loads
         config = load_filter(path).config
         for block in blocks:
             check_fits(config, path, family, block)

@@ -22,6 +22,16 @@ ROOT = Path(__file__).resolve().parents[1]
 PROG = {learn2pd: "learn2pd", collect: "collect-traces", train: "train-filter"}
 
 
+def refuse_weights(monkeypatch) -> None:
+    """The mistake must be caught from config files alone: loading the weights fails the test."""
+    from learn2pd.models import loading
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the weights loaded before the mistake was caught")
+
+    monkeypatch.setattr(loading, "load_model", refuse)
+
+
 @dataclass
 class Ctx:
     tmp: Path
@@ -51,13 +61,7 @@ class Ctx:
         return path
 
     def no_weights(self) -> None:
-        """The mistake must be caught from config files alone: loading the weights fails the test."""
-        from learn2pd.models import loading
-
-        def refuse(*args, **kwargs):
-            raise AssertionError("the weights loaded before the mistake was caught")
-
-        self.monkeypatch.setattr(loading, "load_model", refuse)
+        refuse_weights(self.monkeypatch)
 
     def file(self, name: str, text: str) -> Path:
         (self.tmp / name).write_text(text)
@@ -536,17 +540,17 @@ def test_lm_eval_model_arguments_are_typed():
             Learn2PDLM.create_from_arg_string(f"pretrained=/no/such,{args}")
 
 
-def test_lm_eval_model_refuses_a_filter_of_another_family_before_the_weights(monkeypatch):
+@pytest.mark.parametrize("args, needle", [
+    (f"plan=learned+eotp,filter={ROOT / 'checkpoints' / 'tiny-dream-filter'}",
+     f"filter {ROOT / 'checkpoints' / 'tiny-dream-filter'} was trained on a 'Dream' model, not 'llada'"),
+    ("plan=oracle+eotp", "plan 'oracle+eotp' commits against a reference (the oracle is a bound, not a decoder)"),
+])
+def test_lm_eval_model_refuses_a_plan_before_the_weights(args, needle, monkeypatch):
     from learn2pd.harness.lm import Learn2PDLM
-    from learn2pd.models import loading
 
-    def refuse(*args, **kwargs):
-        raise AssertionError("the weights loaded before the mistake was caught")
-
-    monkeypatch.setattr(loading, "load_model", refuse)
-    flt = ROOT / "checkpoints" / "tiny-dream-filter"
-    with pytest.raises(ValueError, match=re.escape(f"filter {flt} was trained on a 'Dream' model, not 'llada'")):
-        Learn2PDLM.create_from_arg_string(f"plan=learned+eotp,filter={flt},gen_length=64")
+    refuse_weights(monkeypatch)
+    with pytest.raises(ValueError, match=re.escape(needle)):
+        Learn2PDLM.create_from_arg_string(f"{args},gen_length=64")
 
 
 def test_pretrain_config_mistakes_are_one_line(tmp_path, capsys):
@@ -611,7 +615,6 @@ def test_an_lm_eval_task_decodes_in_its_own_answer_budget():
     assert problems_gen_length(load_problems("lm_eval:learn2pd_long", 2), 32) == 256
     assert problems_gen_length(load_problems("lm_eval:learn2pd_long", 2), 96) == 288  # whole blocks
     assert problems_gen_length(load_problems("short", 3), 32) == 128
-
 
 
 @pytest.mark.parametrize("name", ["tiny-llada", "tiny-dream"])

@@ -155,4 +155,16 @@ def make_plan(spec: str | Policy | DecodingPlan) -> DecodingPlan:
     return DecodingPlan(policy, scheduler, eotp, eotp_drop=eotp_drop, spec=spec.strip())
 
 
-__all__ = ["DecodingPlan", "POLICIES", "SCHEDULERS", "PolicySpecError", "make_plan", "make_policy", "parse_policy"]
+def check_plans(plans: list[DecodingPlan], config, spec, references: bool = True) -> None:
+    """Each plan against a model's spec and the decode settings, as decoding will check it. Front ends call it
+    with the spec from config.json alone (`models.loading.model_spec`), so a filter of another model family or
+    block length fails before the weights load; `references=False` where no reference decode exists."""
+    for plan in plans:
+        if not references and plan.policy.needs_reference:
+            raise PolicySpecError(f"plan {plan.label!r} commits against a reference (the oracle is a bound, not a "
+                                  "decoder): compare it with `learn2pd evaluate --policies vanilla,oracle`")
+        plan.policy.check(config, spec)
+
+
+__all__ = ["DecodingPlan", "POLICIES", "SCHEDULERS", "PolicySpecError", "check_plans", "make_plan", "make_policy",
+           "parse_policy"]

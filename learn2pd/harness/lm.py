@@ -44,7 +44,7 @@ from learn2pd.configfile import Check
 from learn2pd.decoding.batching import decode_all
 from learn2pd.decoding.config import CACHES, DecodeConfig
 from learn2pd.decoding.engine import decode_text
-from learn2pd.decoding.plan import make_plan
+from learn2pd.decoding.plan import check_plans, make_plan
 from learn2pd.distributed import check_cuda_rank, launch_env
 from learn2pd.harness.cost import CostMeter
 from learn2pd.harness.likelihood import greedy_matches, mc_loglikelihood
@@ -90,8 +90,6 @@ class Learn2PDLM(TemplateLM):
             device = self._join(launch, device)
         plan = str(plan)
         self.plan = make_plan(with_filter(plan, str(filter)) if filter else plan)
-        if self.plan.policy.needs_reference:
-            raise ValueError(f"plan {plan} needs a vanilla reference decode: compare it with `learn2pd evaluate`")
         self.gen_length = int(gen_length) if gen_length is not None else None
         self.config = DecodeConfig(gen_length=self.gen_length or int(block_length), block_length=int(block_length),
                                    steps=int(steps) if steps is not None else None, temperature=float(temperature),
@@ -101,14 +99,18 @@ class Learn2PDLM(TemplateLM):
         if self.batch_size <= 0:
             raise ValueError(f"model argument batch_size must be a whole number > 0 (or auto), got {batch_size!r}")
         self.mc_num, self.is_check_greedy = int(mc_num), bool(is_check_greedy)
-        if isinstance(pretrained, torch.nn.Module):  # a loaded model (Python API), with its tokenizer
+        loaded = isinstance(pretrained, torch.nn.Module)  # a loaded model (Python API), with its tokenizer
+        if loaded:
             if tokenizer is None:
                 raise ValueError("a loaded model needs its tokenizer: Learn2PDLM(model, tokenizer=tok)")
-            self.model, self.tokenizer = pretrained, tokenizer
             self.spec = spec or spec_from_model(pretrained, tokenizer)
+        else:  # from config.json: a filter of another family fails before the weights load
+            self.spec = model_spec(pretrained, load_tokenizer(pretrained, trust_remote_code))
+        check_plans([self.plan], self.config, self.spec, references=False)  # the oracle needs a reference decode
+        if loaded:
+            self.model, self.tokenizer = pretrained, tokenizer
             self.model_name = getattr(pretrained, "name_or_path", type(pretrained).__name__)
-        else:  # the plan against config.json first: a filter of another family fails before the weights load
-            self.plan.policy.check(self.config, model_spec(pretrained, load_tokenizer(pretrained, trust_remote_code)))
+        else:
             self.model, self.tokenizer, self.spec = load_model(pretrained, dtype, _device(device), trust_remote_code)
             self.model_name = str(pretrained or "checkpoints/tiny-llada")
         self._device = next(self.model.parameters()).device
