@@ -408,10 +408,10 @@ def run_stage(cfg: dict, tok, out: Path, init, stage: int) -> MaskedDiffusionMod
                                                  cfg.get("wandb_project", tracking.DEFAULT_PROJECT),
                                                  config={k: v for k, v in cfg.items() if k != "stages"}))
     trainer = lightning_trainer(max_steps=cfg["max_steps"], accelerator="auto", devices=1, logger=loggers,
-                        enable_checkpointing=False, gradient_clip_val=1.0,
-                        precision=stage_precision(cfg.get("precision", "32-true")),
-                        log_every_n_steps=cfg.get("log_every", 20),
-                        callbacks=[PeriodicExport(tok, out, cfg.get("export_every", 250))])
+                                enable_checkpointing=False, gradient_clip_val=1.0,
+                                precision=stage_precision(cfg.get("precision", "32-true")),
+                                log_every_n_steps=cfg.get("log_every", 20),
+                                callbacks=[PeriodicExport(tok, out, cfg.get("export_every", 250))])
     start = time.time()
     trainer.fit(module, DataLoader(batches, batch_size=1))
     if len(loggers) > 1:

@@ -239,8 +239,8 @@ def train_filter(cfg: TrainFilterConfig, progress: bool = True) -> dict:
     best = KeepBest()
     loggers = _loggers(cfg)
     trainer = lightning_trainer(max_epochs=cfg.epochs, accelerator="cpu", logger=loggers, callbacks=[best],
-                        enable_checkpointing=False, enable_progress_bar=progress, enable_model_summary=False,
-                        log_every_n_steps=1, deterministic=True)
+                                enable_checkpointing=False, enable_progress_bar=progress, enable_model_summary=False,
+                                log_every_n_steps=1, deterministic=True)
     start = time.perf_counter()
     try:
         trainer.fit(module, data)

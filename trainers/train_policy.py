@@ -310,9 +310,9 @@ def train_policy(cfg: TrainPolicyConfig, progress: bool = True, callbacks=()) ->
         loggers.append(tracking.lightning_logger(cfg.log_dir, f"policy-{Path(cfg.out).name}", cfg.wandb_project,
                                                  config=dataclasses.asdict(cfg)))
     trainer = lightning_trainer(max_epochs=cfg.iterations, accelerator="cpu", logger=loggers,
-                        callbacks=[AtomicCheckpoint(ckpt, cfg.checkpoint_every), *callbacks],
-                        enable_checkpointing=False, enable_progress_bar=progress, enable_model_summary=False,
-                        log_every_n_steps=1, deterministic=True, num_sanity_val_steps=0)
+                                callbacks=[AtomicCheckpoint(ckpt, cfg.checkpoint_every), *callbacks],
+                                enable_checkpointing=False, enable_progress_bar=progress, enable_model_summary=False,
+                                log_every_n_steps=1, deterministic=True, num_sanity_val_steps=0)
     trainer.fit(module, Iterations(), ckpt_path=str(ckpt) if resume else None)
     write_curve(module.curve, log_dir / "curve.csv")  # a resumed run's rows are the checkpoint's
     net = module.net.eval()
