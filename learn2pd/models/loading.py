@@ -45,7 +45,8 @@ def resolve_dtype(dtype: str | torch.dtype, device: str = "cpu") -> torch.dtype:
     return DTYPES[dtype]
 
 
-MODEL_TYPES = ("llada", "dream")  # compared lowercased: Dream's config says "Dream"
+# learn2pd's own classes per model type, compared lowercased (Dream's config says "Dream")
+CLASSES = {"llada": (LLaDAConfig, LLaDAModelLM), "dream": (DreamConfig, DreamModel)}
 
 
 def _hub_config(repo: str) -> dict:
@@ -125,7 +126,7 @@ def model_config(path: str) -> dict:
     else:
         raw = _hub_config(path)
     mtype = raw.get("model_type", "") if isinstance(raw, dict) else ""
-    if str(mtype).lower() not in MODEL_TYPES:
+    if str(mtype).lower() not in CLASSES:
         raise ModelLoadError(f"{path} has model_type {mtype!r}; learn2pd decodes masked dLLMs of type "
                              "'llada' or 'Dream'")
     return raw
@@ -135,7 +136,7 @@ def model_spec(path: str | Path | None, tokenizer) -> ModelSpec:
     """The spec `load_model` returns, from config.json alone: plans are checked against it (a filter of
     another model family, a block length it was not trained for) before minutes of loading weights."""
     raw = model_config(str(path or DEFAULT_MODEL))
-    config_class = LLaDAConfig if str(raw["model_type"]).lower() == "llada" else DreamConfig
+    config_class = CLASSES[str(raw["model_type"]).lower()][0]
     config = config_class.from_dict({k: v for k, v in raw.items() if k != "auto_map"})  # as from_pretrained reads it
     return spec_from_config(config, tokenizer)
 
@@ -190,7 +191,7 @@ def load_model(path: str | Path | None = None, dtype: str | torch.dtype = "float
     torch_dtype = resolve_dtype(dtype, device)
     mtype = _model_type(path)
     try:  # the native classes: a config's auto_map is never looked at
-        model = (LLaDAModelLM if mtype.lower() == "llada" else DreamModel).from_pretrained(path, dtype=torch_dtype)
+        model = CLASSES[mtype.lower()][1].from_pretrained(path, dtype=torch_dtype)
     except SafetensorError as e:
         raise ModelLoadError(f"{_bad_weights(path)} is corrupted or truncated ({e}): download or export the "
                              "model again") from None
